@@ -1,0 +1,377 @@
+"""LoRA layers: a frozen base module plus named low-rank adapters.
+
+The attribute layout mirrors PEFT's exactly (``base_layer``, ``lora_A[name]``, ``lora_B[name]``,
+``lora_dropout[name]``, ``scaling[name]``; ``lora_embedding_A/B[name]`` for embeddings) because the
+state-dict keys are the file format. The forward path is kept lean: the active adapters are
+resolved once into a tuple when they change, and a zero dropout is skipped, not called.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import AdapterNameError, MergeError, UnsupportedModuleError
+
+
+def is_conv1d(module: nn.Module) -> bool:
+    """transformers' GPT-2 ``Conv1D`` (a linear layer storing its weight as (in, out)), duck-typed."""
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf") and hasattr(module, "weight")
+
+
+class LoraLayer(nn.Module):
+    """Base of every LoRA layer: adapter bookkeeping, activation, merge / unmerge."""
+
+    adapter_layer_names: tuple[str, ...] = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B")
+
+    def __init__(self, base_layer: nn.Module) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.r: dict[str, int] = {}
+        self.lora_alpha: dict[str, float] = {}
+        self.scaling: dict[str, float] = {}
+        self.use_rslora: dict[str, bool] = {}
+        self.lora_dropout = nn.ModuleDict()
+        self.lora_A = nn.ModuleDict()
+        self.lora_B = nn.ModuleDict()
+        self.merged_adapters: list[str] = []
+        self._active_adapter: list[str] = []
+        self._disable_adapters = False
+        # (lora_A, lora_B, dropout-or-None, scaling) for each active adapter present here.
+        self._active_path: tuple[tuple[Any, Any, Any, float], ...] = ()
+
+    # -- adapter bookkeeping -------------------------------------------------------------------
+    def get_base_layer(self) -> nn.Module:
+        return self.base_layer
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base_layer.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return getattr(self.base_layer, "bias", None)
+
+    @property
+    def active_adapter(self) -> str | list[str]:
+        return self._active_adapter[0] if len(self._active_adapter) == 1 else list(self._active_adapter)
+
+    @property
+    def active_adapters(self) -> list[str]:
+        return list(self._active_adapter)
+
+    @property
+    def disable_adapters(self) -> bool:
+        return self._disable_adapters
+
+    @property
+    def merged(self) -> bool:
+        return bool(self.merged_adapters)
+
+    @property
+    def adapter_names(self) -> list[str]:
+        return list(self.r)
+
+    def _adapter_dicts(self) -> Iterable[nn.Module]:
+        for name in self.adapter_layer_names:
+            container = getattr(self, name, None)
+            if container is not None:
+                yield container
+
+    def set_adapter(self, adapter_names: str | list[str], inference_mode: bool = False) -> None:
+        """Activate ``adapter_names``; their weights train unless ``inference_mode``, all others freeze."""
+        names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+        for container in self._adapter_dicts():
+            for key, item in container.items():
+                item.requires_grad_(key in names and not inference_mode)
+        self._active_adapter = names
+        self._refresh_active_path()
+
+    def enable_adapters(self, enabled: bool) -> None:
+        self._disable_adapters = not enabled
+
+    def _refresh_active_path(self) -> None:
+        path = []
+        for name in self._active_adapter:
+            if name not in self.r:
+                continue
+            dropout = self.lora_dropout[name]
+            path.append(self._adapter_entry(name, None if isinstance(dropout, nn.Identity) else dropout))
+        self._active_path = tuple(path)
+
+    def _adapter_entry(self, name: str, dropout: nn.Module | None) -> tuple[Any, Any, Any, float]:
+        return (self.lora_A[name], self.lora_B[name], dropout, self.scaling[name])
+
+    def _register_common(self, adapter_name: str, r: int, lora_alpha: float, lora_dropout: float, use_rslora: bool):
+        if adapter_name in self.r:
+            raise AdapterNameError(f"adapter {adapter_name!r} already exists on this layer.")
+        self.r[adapter_name] = r
+        self.lora_alpha[adapter_name] = lora_alpha
+        self.use_rslora[adapter_name] = use_rslora
+        self.scaling[adapter_name] = lora_alpha / math.sqrt(r) if use_rslora else lora_alpha / r
+        self.lora_dropout[adapter_name] = nn.Dropout(p=lora_dropout) if lora_dropout > 0.0 else nn.Identity()
+
+    def _finish_update(self, adapter_name: str) -> None:
+        weight = self.base_layer.weight
+        for container in self._adapter_dicts():
+            if adapter_name in container:
+                item = container[adapter_name]
+                if isinstance(item, nn.Parameter):
+                    item.data = item.data.to(weight.device)
+                else:
+                    item.to(weight.device)
+        if not self._active_adapter:
+            self._active_adapter = [adapter_name]
+        self.set_adapter(self._active_adapter)
+
+    def set_scale(self, adapter_name: str, scale: float) -> None:
+        """Multiply the adapter's ``lora_alpha / r`` scaling by ``scale`` (PEFT's ``set_scale``)."""
+        if adapter_name not in self.r:
+            return
+        base = self.lora_alpha[adapter_name] / (
+            math.sqrt(self.r[adapter_name]) if self.use_rslora[adapter_name] else self.r[adapter_name]
+        )
+        self.scaling[adapter_name] = scale * base
+        self._refresh_active_path()
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        if adapter_name in self.merged_adapters:
+            raise MergeError(f"adapter {adapter_name!r} is merged into the base weights; unmerge() before deleting it.")
+        for container in self._adapter_dicts():
+            if adapter_name in container:
+                del container[adapter_name]
+        for attr in ("r", "lora_alpha", "scaling", "use_rslora"):
+            getattr(self, attr).pop(adapter_name, None)
+        if adapter_name in self.lora_dropout:
+            del self.lora_dropout[adapter_name]
+        if adapter_name in self._active_adapter:
+            remaining = [name for name in self._active_adapter if name != adapter_name]
+            if not remaining and self.r:
+                remaining = [next(iter(self.r))]
+            self._active_adapter = remaining
+        self._refresh_active_path()
+
+    # -- merging -------------------------------------------------------------------------------
+    def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
+        """Fold the (active, or named) adapters into the base weight; ``safe_merge`` refuses NaN/Inf."""
+        names = self.active_adapters if adapter_names is None else list(adapter_names)
+        weight = self.base_layer.weight
+        for name in names:
+            if name not in self.r or name in self.merged_adapters:
+                continue
+            delta = self.get_delta_weight(name).to(weight.dtype)
+            if safe_merge:
+                merged = weight.data + delta
+                if not torch.isfinite(merged).all():
+                    raise MergeError(
+                        f"merging adapter {name!r} would put NaN/Inf into the base weights; they were left unchanged."
+                    )
+                weight.data.copy_(merged)
+            else:
+                weight.data += delta
+            self.merged_adapters.append(name)
+
+    def unmerge(self) -> None:
+        """Subtract merged adapters again, newest first."""
+        weight = self.base_layer.weight
+        while self.merged_adapters:
+            name = self.merged_adapters.pop()
+            weight.data -= self.get_delta_weight(name).to(weight.dtype)
+
+    def _cast_delta(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.dtype]:
+        # Half-precision matmuls on CPU are slow and lossy: merge in float32 there, cast back after.
+        dtype = a.dtype
+        if a.device.type == "cpu" and dtype in (torch.float16, torch.bfloat16):
+            return a.float(), b.float(), dtype
+        return a, b, dtype
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self._disable_adapters and self.merged_adapters:
+            self.unmerge()
+        result = self.base_layer(x, *args, **kwargs)
+        if self._disable_adapters or self.merged_adapters or not self._active_path:
+            return result
+        out_dtype = result.dtype
+        for lora_A, lora_B, dropout, scaling in self._active_path:
+            h = x if x.dtype == lora_A.weight.dtype else x.to(lora_A.weight.dtype)
+            if dropout is not None:
+                h = dropout(h)
+            result = result + lora_B(lora_A(h)) * scaling
+        return result if result.dtype == out_dtype else result.to(out_dtype)
+
+    def extra_repr(self) -> str:
+        return f"adapters={list(self.r)}, active={self._active_adapter}"
+
+
+class Linear(LoraLayer):
+    """LoRA around ``nn.Linear`` (or, with ``fan_in_fan_out``, transformers' ``Conv1D``)."""
+
+    def __init__(self, base_layer: nn.Module, fan_in_fan_out: bool = False) -> None:
+        super().__init__(base_layer)
+        if is_conv1d(base_layer):
+            fan_in_fan_out = True  # Conv1D stores its weight as (in, out); PEFT forces this too
+            self.in_features, self.out_features = base_layer.weight.shape
+        elif isinstance(base_layer, nn.Linear):
+            fan_in_fan_out = False
+            self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
+        else:
+            raise UnsupportedModuleError(f"lora.Linear cannot wrap {type(base_layer).__name__}.")
+        self.fan_in_fan_out = fan_in_fan_out
+
+    def update_layer(
+        self,
+        adapter_name: str,
+        r: int,
+        lora_alpha: float,
+        lora_dropout: float = 0.0,
+        init_lora_weights: bool | str = True,
+        use_rslora: bool = False,
+    ) -> None:
+        self._register_common(adapter_name, r, lora_alpha, lora_dropout, use_rslora)
+        # Same construction order as PEFT so that a fixed seed gives the same initial numbers.
+        self.lora_A[adapter_name] = nn.Linear(self.in_features, r, bias=False)
+        self.lora_B[adapter_name] = nn.Linear(r, self.out_features, bias=False)
+        if init_lora_weights is not False:
+            if init_lora_weights is True:
+                nn.init.kaiming_uniform_(self.lora_A[adapter_name].weight, a=math.sqrt(5))
+            else:  # "gaussian"
+                nn.init.normal_(self.lora_A[adapter_name].weight, std=1 / r)
+            nn.init.zeros_(self.lora_B[adapter_name].weight)
+        self._finish_update(adapter_name)
+
+    def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
+        a, b, dtype = self._cast_delta(self.lora_A[adapter_name].weight, self.lora_B[adapter_name].weight)
+        delta = b @ a
+        if self.fan_in_fan_out:
+            delta = delta.T
+        return (delta * self.scaling[adapter_name]).to(dtype)
+
+
+class Conv1D(Linear):
+    """LoRA around transformers' GPT-2 ``Conv1D``: a ``Linear`` whose base weight is (in, out)."""
+
+    def __init__(self, base_layer: nn.Module, fan_in_fan_out: bool = True) -> None:
+        if not is_conv1d(base_layer):
+            raise UnsupportedModuleError(f"lora.Conv1D wraps transformers' Conv1D, not {type(base_layer).__name__}.")
+        super().__init__(base_layer, fan_in_fan_out=True)
+
+
+class Conv2d(LoraLayer):
+    """LoRA around ``nn.Conv2d``: A is a conv with the base kernel/stride/padding, B a 1x1 conv."""
+
+    def __init__(self, base_layer: nn.Conv2d) -> None:
+        super().__init__(base_layer)
+        if base_layer.groups != 1:
+            raise UnsupportedModuleError(
+                f"LoRA on a grouped Conv2d (groups={base_layer.groups}) is not supported; leave it out of target_modules."
+            )
+        self.in_features, self.out_features = base_layer.in_channels, base_layer.out_channels
+
+    def update_layer(
+        self,
+        adapter_name: str,
+        r: int,
+        lora_alpha: float,
+        lora_dropout: float = 0.0,
+        init_lora_weights: bool | str = True,
+        use_rslora: bool = False,
+    ) -> None:
+        self._register_common(adapter_name, r, lora_alpha, lora_dropout, use_rslora)
+        base = self.base_layer
+        self.lora_A[adapter_name] = nn.Conv2d(
+            self.in_features, r, base.kernel_size, base.stride, base.padding, bias=False
+        )
+        self.lora_B[adapter_name] = nn.Conv2d(r, self.out_features, (1, 1), (1, 1), bias=False)
+        if init_lora_weights is not False:
+            if init_lora_weights is True:
+                nn.init.kaiming_uniform_(self.lora_A[adapter_name].weight, a=math.sqrt(5))
+            else:
+                nn.init.normal_(self.lora_A[adapter_name].weight, std=1 / r)
+            nn.init.zeros_(self.lora_B[adapter_name].weight)
+        self._finish_update(adapter_name)
+
+    def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
+        a, b, dtype = self._cast_delta(self.lora_A[adapter_name].weight, self.lora_B[adapter_name].weight)
+        if self.base_layer.weight.shape[2:4] == (1, 1):
+            delta = (b.squeeze(3).squeeze(2) @ a.squeeze(3).squeeze(2)).unsqueeze(2).unsqueeze(3)
+        else:
+            # Compose the two convolutions into one kernel: (out, r, 1, 1) * (r, in, k, k) -> (out, in, k, k).
+            delta = F.conv2d(a.transpose(0, 1), b).transpose(0, 1)
+        return (delta * self.scaling[adapter_name]).to(dtype)
+
+
+class Embedding(LoraLayer):
+    """LoRA around ``nn.Embedding``: ``lora_embedding_A`` (r, vocab) and ``lora_embedding_B`` (dim, r)."""
+
+    def __init__(self, base_layer: nn.Embedding) -> None:
+        super().__init__(base_layer)
+        self.lora_embedding_A = nn.ParameterDict()
+        self.lora_embedding_B = nn.ParameterDict()
+        self.in_features, self.out_features = base_layer.num_embeddings, base_layer.embedding_dim
+
+    def update_layer(
+        self,
+        adapter_name: str,
+        r: int,
+        lora_alpha: float,
+        lora_dropout: float = 0.0,
+        init_lora_weights: bool | str = True,
+        use_rslora: bool = False,
+    ) -> None:
+        self._register_common(adapter_name, r, lora_alpha, lora_dropout, use_rslora)
+        self.lora_embedding_A[adapter_name] = nn.Parameter(torch.randn((r, self.in_features)))
+        self.lora_embedding_B[adapter_name] = nn.Parameter(torch.randn((self.out_features, r)))
+        if init_lora_weights is not False:
+            # PEFT (after loralib): A zero, B normal, whatever the init flavour.
+            nn.init.zeros_(self.lora_embedding_A[adapter_name])
+            nn.init.normal_(self.lora_embedding_B[adapter_name])
+        self._finish_update(adapter_name)
+
+    def _adapter_entry(self, name: str, dropout: nn.Module | None) -> tuple[Any, Any, Any, float]:
+        return (self.lora_embedding_A[name], self.lora_embedding_B[name], dropout, self.scaling[name])
+
+    def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
+        a, b, dtype = self._cast_delta(self.lora_embedding_A[adapter_name], self.lora_embedding_B[adapter_name])
+        return ((b @ a).T * self.scaling[adapter_name]).to(dtype)
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self._disable_adapters and self.merged_adapters:
+            self.unmerge()
+        result = self.base_layer(x, *args, **kwargs)
+        if self._disable_adapters or self.merged_adapters or not self._active_path:
+            return result
+        out_dtype = result.dtype
+        base = self.base_layer
+        for emb_A, emb_B, _dropout, scaling in self._active_path:
+            # Dropout on token ids is meaningless; PEFT skips it for embeddings too.
+            after_a = F.embedding(
+                x, emb_A.T, base.padding_idx, base.max_norm, base.norm_type, base.scale_grad_by_freq, base.sparse
+            )
+            result = result + (after_a @ emb_B.T) * scaling
+        return result if result.dtype == out_dtype else result.to(out_dtype)
+
+
+def make_lora_layer(target: nn.Module, fan_in_fan_out: bool = False) -> LoraLayer:
+    """Wrap ``target`` in the LoRA layer class for its type, or raise naming the type."""
+    if is_conv1d(target):
+        return Conv1D(target)
+    if isinstance(target, nn.Linear):
+        return Linear(target, fan_in_fan_out=fan_in_fan_out)
+    if isinstance(target, nn.Conv2d):
+        return Conv2d(target)
+    if isinstance(target, nn.Embedding):
+        return Embedding(target)
+    raise UnsupportedModuleError(
+        f"LoRA supports nn.Linear, nn.Conv2d, nn.Embedding and transformers' Conv1D, not {type(target).__name__}."
+    )
+
+
+SUPPORTED_TYPES_HELP = "nn.Linear, nn.Conv2d, nn.Embedding, transformers Conv1D"
