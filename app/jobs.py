@@ -274,7 +274,8 @@ class JobManager:
             log.close()
         job["returncode"] = rc
         job["ended"] = time.time()
-        if job["status"] == "stopping":
+        finished_anyway = rc == 0 and (self.output_dir(job["id"]) / "pytorch_lora_weights.safetensors").exists()
+        if job["status"] == "stopping" and not finished_anyway:
             job["status"] = "stopped"
         elif rc == 0:
             job["status"] = "done"
@@ -285,10 +286,10 @@ class JobManager:
         self._save(job)
         if job["status"] == "done" and self.on_finished is not None:
             try:
-                self.on_finished(job)
+                self.on_finished(job)  # may add facts to the record (e.g. the gallery name)
             except Exception as exc:  # the run itself succeeded; say why it is not in the gallery
                 job["error"] = f"trained, but adding it to the gallery failed: {exc}"
-                self._save(job)
+            self._save(job)
         return True
 
     def _escalate(self, job: dict) -> None:

@@ -18,6 +18,7 @@ _TQDM = re.compile(
     r"(?:,\s*(?P<rate>[\d.]+|\?)\s*(?P<unit>it/s|s/it))?(?P<post>[^\]\r\n]*)\]"
 )
 _LOSS = re.compile(r"\bloss=(?P<loss>[-+\d.eE]+|nan|inf)")
+MAIN_BAR = "Steps"  # the trainer's tqdm description of the optimiser-step bar
 METRICS_FILES = ("metrics.jsonl", "logs/metrics.jsonl", "progress.jsonl")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -53,10 +54,11 @@ def parse_tqdm(text: str) -> Progress:
     """The last tqdm update in ``text`` plus every loss value seen, keyed by its step."""
     prog = Progress()
     losses: dict[int, float] = {}
-    for m in _TQDM.finditer(text):
+    segments = re.split(r"[\r\n]", text)
+    main = [s for s in segments if s.lstrip().startswith(MAIN_BAR)]
+    # other bars (class-image generation, validation sampling) count only until the main bar appears
+    for m in _TQDM.finditer("\n".join(main or segments)):
         n, total = int(m["n"]), int(m["total"])
-        if total < prog.total:  # an inner bar (e.g. class-image generation) never wins over the main bar
-            continue
         prog.step, prog.total, prog.eta = n, total, m["eta"]
         rate = _to_float(m["rate"] or "")
         if rate:
@@ -102,9 +104,10 @@ def validation_images(output_dir: Path, limit: int = 4) -> list[Path]:
     """Newest validation images the trainer saved (any image under the output folder, newest first)."""
     if not output_dir.exists():
         return []
+    folder = output_dir / "validation" if (output_dir / "validation").is_dir() else output_dir
     found = [
         p
-        for p in output_dir.rglob("*")
+        for p in folder.rglob("*")
         if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and "class" not in p.parent.name
     ]
     found.sort(key=lambda p: (p.stat().st_mtime, p.name), reverse=True)
