@@ -121,3 +121,16 @@ def test_unused_keys_are_reported(lora, tmp_path):
                                         "lora_unet_mystery.hada_w1_a"]
     assert any("LyCORIS" in n for n in back.notes)
     assert "2 keys not converted" in describe(back)
+
+
+def test_kohya_effective_weights_follow_kohyas_rule(lora, tmp_path):
+    """What kohya/A1111/ComfyUI compute from our file (alpha / lora_down rows) equals our delta bit for bit."""
+    from lorabooth.adapters.formats import flatten, lora_delta
+
+    save_lora(lora, tmp_path / "k.safetensors", to="kohya")
+    raw = load_file(tmp_path / "k.safetensors")
+    for (part, path), mod in lora.modules.items():
+        prefix = "lora_unet_" if part == "unet" else "lora_te_text_model_"
+        name = prefix + flatten(path)
+        down, up, alpha = raw[f"{name}.lora_down.weight"], raw[f"{name}.lora_up.weight"], raw[f"{name}.alpha"]
+        assert torch.equal(lora_delta(down, up, alpha.item() / down.shape[0]), mod.delta()), name
