@@ -17,6 +17,9 @@ import torch
 from safetensors.torch import save_file
 
 DIFFUSERS_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+# transformers 5 dropped CLIPTextModel's `text_model.` level; files everyone else reads (diffusers
+# with transformers 4, kohya converters) keep it, and diffusers strips it again where it is absent.
+_TEXT_MODEL_CHILDREN = ("encoder.", "embeddings.", "final_layer_norm.")
 METADATA_KEY = "lora_adapter_metadata"
 
 
@@ -46,6 +49,8 @@ def write_diffusers_lora(
     metadata: dict[str, object] = {}
     for prefix, (state, config) in components.items():
         for key, value in state.items():
+            if prefix == "text_encoder" and key.startswith(_TEXT_MODEL_CHILDREN):
+                key = "text_model." + key
             tensors[f"{prefix}.{key}"] = value.detach().to("cpu").contiguous()
         for key, value in _component_metadata(config).items():
             metadata[f"{prefix}.{key}"] = value

@@ -17,6 +17,9 @@ from torch import nn
 from .checkpoint import replace_dir
 
 ADAPTER_NAME = "default"
+# PEFT's DreamBooth example saves PeftModel-wrapped components, so its files carry this prefix;
+# we match it so `PeftModel.from_pretrained(unet, "out/unet")` works.
+PEFT_PREFIX = "base_model.model."
 
 
 def add_lora(
@@ -53,7 +56,8 @@ def save_peft_folder(directory: Path, model: nn.Module, config: Any) -> Path:
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
     try:
-        save_adapter_files(tmp, adapter_state_dict(model), config)
+        state = {PEFT_PREFIX + k: v for k, v in adapter_state_dict(model).items()}
+        save_adapter_files(tmp, state, config)
         replace_dir(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

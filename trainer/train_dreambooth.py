@@ -110,6 +110,21 @@ def _load_models(args: argparse.Namespace):
     return tokenizer, noise_scheduler, text_encoder, vae, unet
 
 
+def enable_gradient_checkpointing(unet, text_encoder=None) -> None:
+    """Recompute activations in backward for the UNet and, when it trains, the text encoder.
+
+    The text encoder uses non-reentrant checkpointing: the reentrant kind silently drops the grads
+    of LoRA weights inside a checkpointed block whose inputs (frozen embeddings) need no grad.
+    """
+    unet.enable_gradient_checkpointing()
+    if text_encoder is None:
+        return
+    if hasattr(text_encoder, "activation_checkpointing_enable"):  # transformers >= 5 renamed it
+        text_encoder.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        text_encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def _lora_targets(spec: str) -> list[str]:
     return [t.strip() for t in spec.split(",") if t.strip()]
 
@@ -211,11 +226,7 @@ def train(args: argparse.Namespace) -> TrainResult:
                 if p.requires_grad:
                     p.data = p.data.to(torch.float32)
     if args.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-        if train_te:
-            # Non-reentrant checkpointing: the reentrant kind drops grads of LoRA weights inside a
-            # checkpointed block whose inputs (frozen embeddings) do not require grad.
-            text_encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_gradient_checkpointing(unet, text_encoder if train_te else None)
 
     # ---- optimiser and schedule -----------------------------------------------------------------
     params = lora.trainable_parameters(unet) + (lora.trainable_parameters(text_encoder) if train_te else [])
