@@ -101,10 +101,13 @@ def sgm_to_diffusers(path: str, layers_per_block: int = 2) -> str:
     for old, new in simple.items():
         if path == old or path.startswith(old + "."):
             return new + path[len(old):]
-    m = re.match(r"(input_blocks|middle_block|output_blocks)\.(\d+)\.(\d+)(?:\.(.*))?$", path)
+    m = re.match(r"(?:(input_blocks|output_blocks)\.(\d+)\.(\d+)|(middle_block)\.(\d+))(?:\.(.*))?$", path)
     if not m:
         return path
-    kind, i, j, rest = m.group(1), int(m.group(2)), int(m.group(3)), m.group(4) or ""
+    kind = m.group(1) or m.group(4)
+    i = int(m.group(2) or m.group(5))
+    j = int(m.group(3) or 0)
+    rest = m.group(6) or ""
     per = layers_per_block + 1
     if kind == "input_blocks":
         block, layer = (i - 1) // per, (i - 1) % per

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import merged_copy, random_lora, tiny_pipeline, unet_inputs
-
+from conftest import merged_copy, random_lora, tiny_pipeline
 from lorabooth.adapters.formats import load_lora, save_lora
 
 WORLD_MODEL = Path(__file__).resolve().parents[2] / "assets" / "world-model"

@@ -7,9 +7,8 @@ import json
 import pytest
 import torch
 from conftest import random_lora
-from safetensors.torch import load_file
-
 from lorabooth.adapters.formats import FormatError, describe, detect_format, load_lora, save_lora
+from safetensors.torch import load_file
 
 
 def assert_same(a, b):
