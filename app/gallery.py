@@ -139,6 +139,8 @@ class Gallery:
         try:
             parts = convert.file_to_peft_folders(path, staging, base_parts=base_parts)
             record = self.add(name, parts, {"source": "imported", "original_file": path.name, **(meta or {})}, thumb)
+        except convert.ConvertError as exc:
+            raise GalleryError(str(exc)) from exc
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return record
