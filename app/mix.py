@@ -1,6 +1,6 @@
 """Mix gallery adapters into a new one, with PEFT's ``add_weighted_adapter`` semantics.
 
-``cat``: the ranks add up; A factors are stacked and B factors carry ``weight * scale``, so the
+``cat``: the ranks add up; B factors are stacked and A factors carry ``weight * scale``, so the
 mix's weight change is exactly ``sum(weight_i * delta_i)``.
 ``linear``: ranks must match; A and B are each summed with ``sqrt(weight_i * scale_i)`` (sign
 kept on A), as PEFT does — cheaper, but not the exact sum of the deltas.
@@ -23,8 +23,8 @@ class MixError(ValueError):
 def _combine_cat(mods: list[tuple[object, float, bool]]):
     downs, ups = [], []
     for mod, weight, rslora in mods:
-        downs.append(mod.down.float())
-        ups.append(mod.up.float() * (weight * mod.scale(rslora)))
+        downs.append(mod.down.float() * (weight * mod.scale(rslora)))  # PEFT scales the A side
+        ups.append(mod.up.float())
     return torch.cat(downs, 0), torch.cat(ups, 1)
 
 
