@@ -25,7 +25,8 @@ from .safeio import FormatError, check_finite, parse_header, read_safetensors
 FORMATS = ("peft", "diffusers", "kohya")
 
 __all__ = [
-    "FORMATS", "PARTS", "FormatError", "LoraFile", "LoraModule", "check_against_model", "convert", "describe",
+    "FORMATS", "PARTS", "FormatError", "LoraFile", "LoraModule", "check_against_model", "convert", "cross_attn_dim",
+    "describe",
     "detect_format", "flatten", "guess_base", "list_named_adapters", "load_lora", "lora_delta", "read_diffusers",
     "read_kohya", "read_peft", "save_lora", "unflatten", "write_diffusers", "write_kohya", "write_peft",
 ]
@@ -163,7 +164,7 @@ def check_against_model(lora: LoraFile, module_names: dict[str, Iterable[str]],
     known = {part: set(names) for part, names in module_names.items()}
     missing = [f"{p}.{n}" for (p, n) in lora.modules if n not in known.get(p, set())]
     if len(missing) == len(lora.modules):
-        looks = guess_base(lora.modules, _cross_attn_dim(lora))
+        looks = guess_base(lora.modules, cross_attn_dim(lora))
         got = model_base or guess_base([(p, n) for p, ns in known.items() for n in ns])
         raise FormatError(f"{lora.source or 'adapter'}: none of its {len(lora.modules)} modules exist in the "
                           f"model (e.g. {missing[0]!r}). The file looks like a {looks} LoRA, the model like "
@@ -171,7 +172,8 @@ def check_against_model(lora: LoraFile, module_names: dict[str, Iterable[str]],
     return missing
 
 
-def _cross_attn_dim(lora: LoraFile) -> int | None:
+def cross_attn_dim(lora: LoraFile) -> int | None:
+    """The UNet's cross-attention width (768 SD1, 1024 SD2, 2048 SDXL) read off attn2.to_k/to_v, if present."""
     for (part, name), mod in lora.modules.items():
         if part == "unet" and name.endswith(("attn2.to_k", "attn2.to_v")):
             return int(mod.down.shape[1])
@@ -186,7 +188,7 @@ def describe(lora: LoraFile) -> str:
     size = sum(m.down.numel() * m.down.element_size() + m.up.numel() * m.up.element_size()
                for m in lora.modules.values())
     lines = [f"source:   {lora.source}", f"format:   {lora.format}",
-             f"base:     {guess_base(lora.modules, _cross_attn_dim(lora))}",
+             f"base:     {guess_base(lora.modules, cross_attn_dim(lora))}",
              f"modules:  {len(lora.modules)} ({', '.join(f'{p}: {len(lora.part_modules(p))}' for p in lora.parts())})",
              f"ranks:    {ranks}", f"alphas:   {[int(a) if a.is_integer() else a for a in alphas]}"
              + ("  (rsLoRA: scale = alpha/sqrt(r))" if lora.use_rslora else "  (scale = alpha/r)"),
