@@ -7,6 +7,7 @@ method takes plain values, so it is tested directly and reused by ``gradio_clien
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import time
@@ -22,7 +23,7 @@ from lorabooth.app.storage import DataDir, inside, safe_name
 from lorabooth.app.uploads import save_images
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-ASSETS = REPO_ROOT / "assets"
+ASSETS = Path(os.environ.get("LORABOOTH_ASSETS") or REPO_ROOT / "assets")  # a Space bundle sets its own
 WORLD_MODEL = ASSETS / "world-model"
 DEMO_SUBJECT = ASSETS / "demo-subject"
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
