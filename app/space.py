@@ -91,12 +91,12 @@ def requirements() -> list[str]:
 def export(target: str | Path, *, world_model: str | Path | None = None, demo_subject: str | Path | None = None,
            force: bool = False) -> Path:
     """Write the Space folder into ``target`` (which must be empty or absent unless ``force``)."""
-    import gradio
-    from lorabooth.app.service import ASSETS
-
     target = Path(target)
     if target.exists() and any(target.iterdir()) and not force:
         raise SystemExit(f"lorabooth space export: {target} is not empty; pick a new folder or pass --force")
+    import gradio
+    from lorabooth.app.service import ASSETS
+
     staging = target.with_name(f".{target.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
