@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from lorabooth.app.mix import COMBINATIONS as MIX_COMBINATIONS
 from lorabooth.app.preview import PreviewRequest
 from lorabooth.app.service import PRESETS, Booth
 
@@ -268,7 +269,7 @@ def build_ui(booth: Booth) -> gr.Blocks:
                     wt = gr.Number(label="Weight", value=1.0, elem_id=f"mix-weight-{i}")
                 m_slots.append((dd, wt))
             with gr.Row():
-                m_comb = gr.Radio(["linear", "cat"], value="cat", label="Combination", elem_id="mix-comb")
+                m_comb = gr.Dropdown(list(MIX_COMBINATIONS), value="cat", label="Combination", elem_id="mix-comb")
                 m_name = gr.Textbox(label="Name of the mix", value="mix", elem_id="mix-name")
                 m_prompt = gr.Textbox(label="Preview prompt", value="a photo of sks dog", elem_id="mix-prompt")
             m_btn = gr.Button("Mix and save to gallery", variant="primary", elem_id="mix-btn")

@@ -122,5 +122,5 @@ def test_mix_errors_are_clear(folder):
     small = load_lora(folder)
     for mod in small.modules.values():
         mod.down, mod.up = mod.down[:1], mod.up[:, :1]
-    with pytest.raises(MixError, match="equal ranks"):
+    with pytest.raises(MixError, match="equal rank"):
         mix([a, small], [1.0, 1.0], "linear")
