@@ -160,23 +160,28 @@ class LoraLayer(nn.Module):
     def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
         raise NotImplementedError
 
+    def _to_merge(self, adapter_names: list[str] | None) -> list[str]:
+        names = self.active_adapters if adapter_names is None else list(adapter_names)
+        return [n for n in names if n in self.r and n not in self.merged_adapters]
+
+    def check_safe_merge(self, adapter_names: list[str] | None = None) -> None:
+        """Raise ``MergeError`` if merging would put NaN/Inf into the base weight; changes nothing."""
+        weight = self.base_layer.weight
+        merged = weight.data.clone()
+        for name in self._to_merge(adapter_names):
+            merged += self.get_delta_weight(name).to(weight.dtype)
+            if not torch.isfinite(merged).all():
+                raise MergeError(
+                    f"merging adapter {name!r} would put NaN/Inf into the base weights; they were left unchanged."
+                )
+
     def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
         """Fold the (active, or named) adapters into the base weight; ``safe_merge`` refuses NaN/Inf."""
-        names = self.active_adapters if adapter_names is None else list(adapter_names)
+        if safe_merge:
+            self.check_safe_merge(adapter_names)
         weight = self.base_layer.weight
-        for name in names:
-            if name not in self.r or name in self.merged_adapters:
-                continue
-            delta = self.get_delta_weight(name).to(weight.dtype)
-            if safe_merge:
-                merged = weight.data + delta
-                if not torch.isfinite(merged).all():
-                    raise MergeError(
-                        f"merging adapter {name!r} would put NaN/Inf into the base weights; they were left unchanged."
-                    )
-                weight.data.copy_(merged)
-            else:
-                weight.data += delta
+        for name in self._to_merge(adapter_names):
+            weight.data += self.get_delta_weight(name).to(weight.dtype)
             self.merged_adapters.append(name)
 
     def unmerge(self) -> None:

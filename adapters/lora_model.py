@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from .config import LoraConfig
-from .errors import AdapterNameError
+from .errors import AdapterNameError, MergeError
 from .injection import apply_injection, get_submodule_parent, plan_injection, wrap_modules_to_save
 from .layers import LoraLayer
 from .modules_to_save import ModulesToSaveWrapper
@@ -125,18 +125,15 @@ def unload_model(model: nn.Module, merge: bool, safe_merge: bool = False, adapte
 
 
 def merge_all(layers: list[tuple[str, LoraLayer]], safe_merge: bool, adapter_names: list[str] | None) -> None:
-    """Merge every layer, or none: if ``safe_merge`` refuses one layer, the earlier ones are unmerged."""
-    done: list[tuple[LoraLayer, int]] = []
-    try:
-        for _, layer in layers:
-            done.append((layer, len(layer.merged_adapters)))
-            layer.merge(safe_merge=safe_merge, adapter_names=adapter_names)
-    except Exception:
-        for layer, before in reversed(done):
-            while len(layer.merged_adapters) > before:
-                name = layer.merged_adapters.pop()
-                layer.base_layer.weight.data -= layer.get_delta_weight(name).to(layer.base_layer.weight.dtype)
-        raise
+    """Merge every layer, or none: with ``safe_merge`` every layer is checked before any is changed."""
+    if safe_merge:
+        for name, layer in layers:
+            try:
+                layer.check_safe_merge(adapter_names)
+            except MergeError as err:
+                raise MergeError(f"{name}: {err}") from None
+    for _, layer in layers:
+        layer.merge(adapter_names=adapter_names)
 
 
 class LoraModel(nn.Module):
