@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import shutil
 import sys
@@ -44,11 +43,10 @@ from diffusers import (
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
-from safetensors.torch import load_file, save_file
-from transformers import CLIPTextConfig, CLIPTextModel
-
 from lorabooth.world.generator import pretraining_caption, pretraining_dataset
 from lorabooth.world.tokenizer import build_tokenizer
+from safetensors.torch import load_file, save_file
+from transformers import CLIPTextConfig, CLIPTextModel
 
 # Downsampling factor 4: 64x64x3 images <-> 16x16x4 latents. Purely convolutional (no mid-block
 # attention) so it can be trained on 32x32 crops, four times cheaper, and still serve full images.
