@@ -45,13 +45,14 @@ def lora_layers(model: torch.nn.Module, suffixes: tuple[str, ...]) -> dict[str, 
 
 
 def random_lora(parts: dict[str, torch.nn.Module], rank: int = 4, alpha: float = 6.0, seed: int = 0,
-                vary: bool = True, rslora: bool = False) -> LoraFile:
-    """A LoRA with nonzero B for every target of each part; ``vary`` gives some layers other ranks/alphas."""
+                vary: bool = True, rslora: bool = False, every: int = 1) -> LoraFile:
+    """A LoRA with nonzero B for every (``every``-th) target of each part; ``vary`` gives some layers other
+    ranks/alphas."""
     g = torch.Generator().manual_seed(seed)
     lora = LoraFile(format="test", use_rslora=rslora)
     for part, model in parts.items():
         targets = lora_layers(model, UNET_TARGETS if part == "unet" else TE_TARGETS)
-        for i, (name, layer) in enumerate(sorted(targets.items())):
+        for i, (name, layer) in enumerate(sorted(targets.items())[::every]):
             r = rank + (2 if vary and i % 3 == 1 else 0)
             a = alpha * (1.5 if vary and i % 4 == 2 else 1.0)
             w = layer.weight

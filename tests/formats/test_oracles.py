@@ -144,3 +144,22 @@ def test_old_diffusers_spellings(lora_and_reference, tmp_path):
     assert set(back.modules) == {("unet", f"{name}.to_out.0"), ("unet", "down_blocks.0.attentions.0.proj_in"),
                                  ("text_encoder", "encoder.layers.0.self_attn.q_proj")}
     assert all(m.alpha == m.rank for m in back.modules.values())
+
+
+@pytest.mark.parametrize("fmt", ["kohya", "diffusers", "peft"])
+def test_lorabooth_applied_equals_reference(pipe, lora_and_reference, tmp_path, fmt):
+    """lorabooth's own loader (the adapter core's LoRA layers) computes the reference outputs too."""
+    from types import SimpleNamespace
+
+    from lorabooth.adapters.formats.apply import load_lora_into_pipeline, remove_lora
+
+    lora, (ref_unet, ref_te) = lora_and_reference
+    out = tmp_path / ("l.safetensors" if fmt == "kohya" else "l")
+    save_lora(lora, out, to=fmt)
+    parts = SimpleNamespace(unet=copy.deepcopy(pipe.unet), text_encoder=copy.deepcopy(pipe.text_encoder))
+    assert load_lora_into_pipeline(parts, out, "mine") == {p: len(lora.part_modules(p)) for p in lora.parts()}
+    unet_out, te_out = _outputs(parts.unet, parts.text_encoder)
+    torch.testing.assert_close(unet_out, ref_unet, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(te_out, ref_te, atol=1e-5, rtol=1e-5)
+    remove_lora(parts.unet)
+    torch.testing.assert_close(_outputs(parts.unet, pipe.text_encoder)[0], _outputs(pipe.unet, pipe.text_encoder)[0])
