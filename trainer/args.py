@@ -209,6 +209,10 @@ def check_args(args: argparse.Namespace) -> None:
             raise ConfigError("--with_prior_preservation needs --class_prompt (e.g. 'a photo of dog')")
         if not args.class_data_dir:
             raise ConfigError("--with_prior_preservation needs --class_data_dir (a folder; missing images are generated)")
+    if args.cache_latents and not args.center_crop:
+        # Each image is encoded once, so its crop cannot change from epoch to epoch.
+        print("note: --cache_latents implies --center_crop", file=sys.stderr)
+        args.center_crop = True
     if args.train_text_encoder and args.pre_compute_text_embeddings:
         raise ConfigError("--pre_compute_text_embeddings cannot be used with --train_text_encoder")
     for name in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -44,6 +45,7 @@ from lorabooth.trainer.checks import check_inputs, list_images
 from lorabooth.trainer.data import BatchOrder, DreamBoothData, MicroBatches, tokenize
 
 logger = logging.getLogger("lorabooth.trainer")
+TRAIN_LOG_NAME = "train_log.jsonl"
 
 
 @dataclass
@@ -169,16 +171,11 @@ def train(args: argparse.Namespace) -> TrainResult:
         log_with=report_to,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)),
     )
-    if args.mixed_precision is None:
-        args.mixed_precision = accelerator.mixed_precision
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if not accelerator.is_main_process:
         logger.setLevel(logging.WARNING)
     if args.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
-    if args.cache_latents and not args.center_crop:
-        logger.warning("--cache_latents encodes each image once, so crops are fixed: using centre crops")
-        args.center_crop = True
 
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -388,8 +385,13 @@ def train(args: argparse.Namespace) -> TrainResult:
     batches = iter(torch.utils.data.DataLoader(
         MicroBatches(data, order, with_prior, global_step * accum, args.max_train_steps * accum),
         batch_size=None, shuffle=False, num_workers=args.num_dataloader_workers,
+        # Its own generator: otherwise creating the iterator draws from the global RNG (dropout's),
+        # at a different point in a resumed run than in an uninterrupted one.
+        generator=torch.Generator().manual_seed(args.seed),
     ))
-    with _StopFlag() as stop:
+    # One JSON line per optimiser step (appended across resumes; the last line for a step wins).
+    loss_log = open(output_dir / TRAIN_LOG_NAME, "a", encoding="utf-8") if accelerator.is_main_process else None
+    with _StopFlag() as stop, (loss_log or contextlib.nullcontext()):
         while global_step < args.max_train_steps:
             step_loss = 0.0
             for j in range(accum):
@@ -412,6 +414,9 @@ def train(args: argparse.Namespace) -> TrainResult:
             logs = {"loss": step_loss, "lr": lr_scheduler.get_last_lr()[0]}
             progress.set_postfix(loss=f"{step_loss:.4f}", lr=f"{logs['lr']:.2e}")
             accelerator.log(logs, step=global_step)
+            if loss_log is not None:
+                loss_log.write(json.dumps({"step": global_step, **logs}) + "\n")
+                loss_log.flush()
             stopping = stop.requested and global_step < args.max_train_steps
             if global_step % args.checkpointing_steps == 0 or stopping:
                 path = save_checkpoint(accelerator, output_dir, global_step, generator, args.checkpoints_total_limit)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-import tomllib
 import torch
 from conftest import base_flags
+from lorabooth.trainer.args import read_resolved_config
 from lorabooth.trainer.train_dreambooth import enable_gradient_checkpointing, main
 from safetensors import safe_open
 
@@ -37,7 +37,7 @@ def test_output_folder_layout(lora_run):
     assert list((out / "logs").rglob("events.out.tfevents*"))  # TensorBoard loss/lr/images
     card = (out / "README.md").read_text()
     assert "a photo of sks dog" in card and "validation/step-000003-0.png" in card
-    resolved = tomllib.loads((out / "lorabooth_train.toml").read_text())
+    resolved = read_resolved_config(out)
     assert resolved["lora_text_encoder_r"] == 2 and resolved["with_prior_preservation"] is True
     unet_cfg = json.loads((out / "unet" / "adapter_config.json").read_text())
     assert (unet_cfg["r"], unet_cfg["lora_alpha"]) == (4, 8)
