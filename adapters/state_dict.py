@@ -49,6 +49,16 @@ def _adapter_key_map(model: nn.Module, adapter_name: str) -> dict[str, str]:
     return mapping
 
 
+def remove_adapter_name(key: str, adapter_name: str) -> str:
+    """PEFT's saved-key rule: drop the adapter name where it is the last or second-to-last part."""
+    if key.endswith(f".{adapter_name}"):
+        return key[: -len(adapter_name) - 1]
+    head, _, suffix = key.rpartition(".")
+    if head.endswith(f".{adapter_name}"):
+        return f"{head[: -len(adapter_name) - 1]}.{suffix}"
+    return key
+
+
 def _bias_keys(model: nn.Module, state_dict: dict[str, torch.Tensor], bias: str, others: list[str]) -> list[str]:
     if bias == "all":
         return [
@@ -83,7 +93,7 @@ def get_peft_model_state_dict(
             out[saved_key] = state_dict[model_key]
     others = [name for name in peft_config if name != adapter_name]
     for key in _bias_keys(model, state_dict, getattr(config, "bias", "none"), others):
-        out.setdefault(key, state_dict[key])
+        out.setdefault(remove_adapter_name(key, adapter_name), state_dict[key])
     return out
 
 
@@ -109,7 +119,9 @@ def set_peft_model_state_dict(
             "inject it first (inject_adapter_in_model / add_adapter)."
         )
     model_state = model.state_dict()
-    saved_to_model = {saved: key for key, saved in _adapter_key_map(model, adapter_name).items()}
+    adapter_keys = _adapter_key_map(model, adapter_name)
+    saved_to_model = {remove_adapter_name(k, adapter_name): k for k in model_state}
+    saved_to_model.update({saved: key for key, saved in adapter_keys.items()})
     wrapped = _is_peft_wrapped(model)
     assignments: dict[str, torch.Tensor] = {}
     unexpected: list[str] = []
@@ -149,7 +161,7 @@ def set_peft_model_state_dict(
         for target, value in assignments.items():
             dest = model_state[target]
             dest.copy_(value.to(device=dest.device, dtype=dest.dtype))
-    missing = sorted(k for k in saved_to_model.values() if k not in assignments)
+    missing = sorted(k for k in adapter_keys if k not in assignments)
     if missing:
         warnings.warn(
             f"adapter {adapter_name!r}: {len(missing)} tensor(s) were not in the file and keep their initial "
