@@ -249,6 +249,7 @@ def _check_request(adapters: list[str], weights: Sequence[float], combination_ty
     return combination_type, svd_rank or max(ranks)
 
 
+@torch.no_grad()
 def add_weighted_adapter(model: nn.Module, adapters: list[str], weights: Sequence[float], adapter_name: str,
                          combination_type: Literal["svd", "linear", "cat", "ties", "ties_svd", "dare_ties",
                                                    "dare_linear", "dare_ties_svd", "dare_linear_svd",
@@ -357,12 +358,16 @@ class AdapterMixer:
         if unknown:
             raise AdapterNameError(f"no adapter(s) {unknown}; loaded: {self.names}")
         for layer in self.layers:
-            if layer.merged_adapters if hasattr(layer, "merged_adapters") else False:
+            if getattr(layer, "merged_adapters", None):
                 raise MergeError("adapters are fused into the base weights; unfuse() before changing the mix")
             for name, weight in zip(names, weights):
                 if name in layer.r:
-                    _set_scale(layer, name, float(weight))
-            layer.set_adapter([n for n in names if n in layer.r] or names[:1])
+                    layer.scaling[name] = float(weight) * _base_scaling(layer, name)
+            active = [n for n in names if n in layer.r] or names[:1]
+            if list(layer.active_adapters) != active:
+                layer.set_adapter(active)
+            elif hasattr(layer, "_refresh_active_path"):  # lorabooth layers cache (A, B, scaling) per forward
+                layer._refresh_active_path()
 
 
 def _set_scale(layer: nn.Module, name: str, weight: float) -> None:
@@ -430,6 +435,7 @@ def unfuse(model: nn.Module) -> None:
 
 # --- on files (canonical LoraFile): mix, resize, extract -------------------------------------------------------
 
+@torch.no_grad()
 def mix_loras(loras: Sequence[Any], weights: Sequence[float], combination_type: str = "svd", *,
               name: str = "mix", svd_rank: int | None = None, svd_clamp: float | None = None,
               density: float | None = None, majority_sign_method: str = "total") -> tuple[Any, MixReport]:
@@ -515,6 +521,7 @@ def _low_rank(delta: torch.Tensor, rank: int | None, fro: float | None, kernel: 
     return down, up, err
 
 
+@torch.no_grad()
 def resize_lora(lora: Any, rank: int | None = None, *, fro: float | None = None) -> tuple[Any, MixReport]:
     """kohya's "resize": re-factor every module to ``rank`` (or to keep ``fro`` of the Frobenius norm) by SVD.
 
@@ -539,6 +546,7 @@ def resize_lora(lora: Any, rank: int | None = None, *, fro: float | None = None)
     return out, report
 
 
+@torch.no_grad()
 def extract_lora(base: nn.Module | dict[str, torch.Tensor], tuned: nn.Module | dict[str, torch.Tensor],
                  rank: int, *, part: str = "unet", min_change: float = 1e-7,
                  targets: Iterable[str] | None = None) -> tuple[Any, MixReport]:
