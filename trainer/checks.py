@@ -60,11 +60,12 @@ def check_model_path(name_or_path: str) -> None:
     if looks_local:
         if not path.is_dir():
             raise ConfigError(f"--pretrained_model_name_or_path {name_or_path}: no such folder")
-        missing = [sub for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if not (path / sub).is_dir()]
+        missing = [f"{sub}/" for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+                   if not (path / sub).is_dir()]
         if missing:
             raise ConfigError(
                 f"--pretrained_model_name_or_path {name_or_path}: not a Stable-Diffusion diffusers folder "
-                f"(missing {', '.join(missing)}/)"
+                f"(missing {', '.join(missing)})"
             )
 
 
@@ -107,7 +108,7 @@ def check_output_dir(args: argparse.Namespace) -> None:
         return
     try:
         previous = read_resolved_config(out)
-    except Exception as exc:  # noqa: BLE001 - any parse failure means we cannot trust the folder
+    except Exception as exc:  # any parse failure means we cannot trust the folder
         raise ConfigError(f"--output_dir {out}: {RESOLVED_CONFIG_NAME} is unreadable ({exc})") from None
     if previous is None:
         mine = {Path(args.class_data_dir).resolve()} if args.class_data_dir else set()
