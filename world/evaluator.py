@@ -1,0 +1,225 @@
+"""Read a shapes-world image back into its attributes, analytically (no learned weights).
+
+    >>> from lorabooth.world.evaluator import describe
+    >>> describe(image)        # PIL image or HxWx3 uint8 array, any size (resized to 64x64)
+    Attributes(shape='star', colour='purple', pattern='checkered', background='blue',
+               background_style='plain', area=0.11)
+
+How it reads an image:
+
+1. background: every pixel of a 2-pixel border ring votes for the nearest palette tone (each
+   named colour and its darker "secondary" tone); the winning colour is the background, and a
+   border with both tones in its side columns is "striped" (horizontal bands).
+2. foreground: pixels far (in RGB) from both background tones; the largest 4-connected blob is
+   the shape. Too small a blob means "no shape" (shape None).
+3. colour: the blob's interior pixels vote for their nearest primary tone.
+4. pattern: the share of interior pixels nearer the colour's secondary tone than its primary
+   one, and how that map correlates with itself along the two diagonals (diagonal stripes keep
+   their value along one diagonal; checks along neither in particular; dots cover little area).
+5. shape: descriptors of the filled blob (bounding-box fill ratio, aspect, where it is widest,
+   how its width changes) go through a nearest-centroid rule whose centroids are measured on
+   seeded generator images the first time they are needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image
+
+from .generator import COLOURS, IMAGE_SIZE, SHAPES, random_scene, render, secondary_tone
+
+_NAMES = list(COLOURS)
+_PRIMARY = np.array([COLOURS[c] for c in _NAMES], np.float32)
+_SECONDARY = np.array([secondary_tone(c) for c in _NAMES], np.float32)
+# Far enough from both background tones to be shape: the closest pair of tones the world can put
+# side by side (a dark-yellow stripe next to a dark-orange check) is 49 apart.
+_FOREGROUND_DISTANCE = 40.0
+_TONES = np.concatenate([_PRIMARY, _SECONDARY])  # index i < 10: primary of colour i; else secondary of i-10
+
+
+@dataclass(frozen=True)
+class Attributes:
+    """What the evaluator read from one image; `shape`/`colour`/`pattern` are None when no shape is found."""
+
+    shape: str | None
+    colour: str | None
+    pattern: str | None
+    background: str
+    background_style: str
+    area: float  # share of the image covered by the shape
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _as_array(image) -> np.ndarray:
+    if isinstance(image, Image.Image):
+        img = image.convert("RGB")
+        if img.size != (IMAGE_SIZE, IMAGE_SIZE):
+            img = img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
+        return np.asarray(img, np.float32)
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[-1] != 3:
+        raise ValueError(f"describe() wants an RGB image (HxWx3), got an array of shape {arr.shape}")
+    if arr.dtype != np.uint8:  # floats in [0, 1], as diffusers' output_type="np" gives
+        arr = np.clip(arr * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if arr.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
+        return _as_array(Image.fromarray(arr))
+    return arr.astype(np.float32)
+
+
+def _nearest(pixels: np.ndarray, tones: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    d = ((pixels[..., None, :] - tones) ** 2).sum(-1)
+    return d.argmin(-1), np.sqrt(d.min(-1))
+
+
+def _background(arr: np.ndarray) -> tuple[int, str]:
+    ring = np.concatenate([arr[:2].reshape(-1, 3), arr[-2:].reshape(-1, 3), arr[2:-2, :2].reshape(-1, 3),
+                           arr[2:-2, -2:].reshape(-1, 3)])
+    idx, _ = _nearest(ring, _TONES)
+    colour = int(np.bincount(idx % len(_NAMES), minlength=len(_NAMES)).argmax())
+    sides = np.concatenate([arr[:, :2].reshape(-1, 3), arr[:, -2:].reshape(-1, 3)])
+    two = np.stack([_PRIMARY[colour], _SECONDARY[colour]])
+    side_idx, _ = _nearest(sides, two)
+    share = side_idx.mean()
+    return colour, "striped" if 0.2 < share < 0.8 else "plain"
+
+
+def _neighbour_min(labels: np.ndarray) -> np.ndarray:
+    out = labels.copy()
+    np.minimum(out[1:], labels[:-1], out=out[1:])
+    np.minimum(out[:-1], labels[1:], out=out[:-1])
+    np.minimum(out[:, 1:], labels[:, :-1], out=out[:, 1:])
+    np.minimum(out[:, :-1], labels[:, 1:], out=out[:, :-1])
+    return out
+
+
+def _largest_blob(mask: np.ndarray) -> np.ndarray:
+    """The largest 4-connected component of `mask` (min-label propagation; fast enough at 64x64)."""
+    if not mask.any():
+        return mask.copy()
+    big = mask.size + 1
+    labels = np.where(mask, np.arange(mask.size).reshape(mask.shape), big)
+    while True:
+        nxt = np.where(mask, _neighbour_min(labels), big)
+        if np.array_equal(nxt, labels):
+            break
+        labels = nxt
+    ids, counts = np.unique(labels[mask], return_counts=True)
+    return labels == ids[counts.argmax()]
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Everything not reachable from the border through non-shape pixels belongs to the shape."""
+    free = ~mask
+    reached = np.zeros_like(mask)
+    reached[0], reached[-1], reached[:, 0], reached[:, -1] = free[0], free[-1], free[:, 0], free[:, -1]
+    while True:
+        grown = reached.copy()
+        grown[1:] |= reached[:-1]
+        grown[:-1] |= reached[1:]
+        grown[:, 1:] |= reached[:, :-1]
+        grown[:, :-1] |= reached[:, 1:]
+        grown &= free
+        if np.array_equal(grown, reached):
+            return ~reached
+        reached = grown
+
+
+def _erode(mask: np.ndarray) -> np.ndarray:
+    m = mask.copy()
+    m[1:] &= mask[:-1]
+    m[:-1] &= mask[1:]
+    m[:, 1:] &= mask[:, :-1]
+    m[:, :-1] &= mask[:, 1:]
+    return m
+
+
+def shape_features(mask: np.ndarray) -> np.ndarray:
+    """Scale- and position-free descriptors of a filled shape mask."""
+    ys, xs = np.nonzero(mask)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    box = mask[y0:y1, x0:x1].astype(np.float32)
+    h, w = box.shape
+    widths = box.sum(1) / w  # row fill, top to bottom
+    rows = np.linspace(0, 1, h)
+    widest = float((rows * widths).sum() / widths.sum())  # width-weighted centre of mass, vertically
+    third = max(1, h // 3)
+    top, bottom = widths[:third].mean(), widths[-third:].mean()
+    mid_col = box[:, w // 2 - max(1, w // 8) : w // 2 + max(1, w // 8) + 1].mean(1)
+    notch = float(mid_col[: max(1, h // 5)].mean())  # a heart's top centre is empty
+    return np.array([box.mean(), w / h, widest, top - bottom, notch], np.float32)
+
+
+@lru_cache(maxsize=1)
+def _centroids() -> tuple[np.ndarray, np.ndarray]:
+    """Mean and spread of each shape's features, measured on seeded generator images (about 1 s)."""
+    rng = np.random.default_rng(12345)
+    feats: dict[str, list[np.ndarray]] = {s: [] for s in SHAPES}
+    for shape in SHAPES:
+        for _ in range(40):
+            scene = random_scene(rng, shape=shape, pattern="plain")
+            arr = np.asarray(render(scene), np.float32)
+            mask = _foreground(arr, _NAMES.index(scene.background))
+            if mask.sum() >= 20:
+                feats[shape].append(shape_features(mask))
+    means = np.stack([np.mean(feats[s], 0) for s in SHAPES])
+    spread = np.concatenate([np.stack(feats[s]) - means[i] for i, s in enumerate(SHAPES)]).std(0) + 1e-3
+    return means, spread
+
+
+def _foreground(arr: np.ndarray, bg: int) -> np.ndarray:
+    two = np.stack([_PRIMARY[bg], _SECONDARY[bg]])
+    _, dist = _nearest(arr, two)
+    blob = _largest_blob(dist > _FOREGROUND_DISTANCE)
+    return _fill_holes(blob) if blob.any() else blob
+
+
+def _pattern(arr: np.ndarray, interior: np.ndarray, colour: int) -> str:
+    two = np.stack([_PRIMARY[colour], _SECONDARY[colour]])
+    idx, _ = _nearest(arr, two)
+    sec = (idx == 1) & interior
+    share = sec.sum() / max(1, interior.sum())
+    if share < 0.06:
+        return "plain"
+    # Dots are ~3 px across and vanish under one erosion; checks (6 px) and stripes mostly survive it.
+    survival = (_erode(sec | ~interior) & sec).sum() / max(1, sec.sum())  # the outline is no edge of a dot
+    if share < 0.35 and survival < 0.3:
+        return "dotted"
+    # Diagonal stripes keep their value along y = -x and flip along y = x; checks treat both alike.
+    along = (_agree(sec, interior, 1, -1) + _agree(sec, interior, 2, -2)) / 2
+    across = (_agree(sec, interior, 1, 1) + _agree(sec, interior, 2, 2)) / 2
+    return "striped" if along - across > 0.25 else "checkered"
+
+
+def _agree(sec: np.ndarray, interior: np.ndarray, dy: int, dx: int) -> float:
+    """Share of interior pixels whose pattern value equals that of the pixel (dy, dx) away."""
+    h, w = sec.shape
+    ya, yb = slice(dy, h), slice(0, h - dy)
+    xa, xb = (slice(dx, w), slice(0, w - dx)) if dx >= 0 else (slice(0, w + dx), slice(-dx, w))
+    both = interior[ya, xa] & interior[yb, xb]
+    return float((sec[ya, xa] == sec[yb, xb])[both].mean()) if both.any() else 0.0
+
+
+def describe(image) -> Attributes:
+    """Attributes of one shapes-world image (PIL image or HxWx3 array; uint8 or floats in [0, 1])."""
+    arr = _as_array(image)
+    bg, style = _background(arr)
+    mask = _foreground(arr, bg)
+    area = float(mask.mean())
+    if mask.sum() < 20:  # fewer pixels than the smallest shape the world draws
+        return Attributes(None, None, None, _NAMES[bg], style, area)
+    interior = _erode(mask)
+    if interior.sum() < 8:
+        interior = mask
+    # Only pixels nearest a primary tone vote: a pattern's dark tone can sit near another colour.
+    idx, _ = _nearest(arr[interior], _TONES)
+    votes = idx[idx < len(_NAMES)] if (idx < len(_NAMES)).any() else idx % len(_NAMES)
+    colour = int(np.bincount(votes, minlength=len(_NAMES)).argmax())
+    means, spread = _centroids()
+    d = (((shape_features(mask) - means) / spread) ** 2).sum(1)
+    shape = SHAPES[int(d.argmin())]
+    return Attributes(shape, _NAMES[colour], _pattern(arr, interior, colour), _NAMES[bg], style, area)
