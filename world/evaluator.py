@@ -160,7 +160,7 @@ def _centroids() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(12345)
     feats: dict[str, list[np.ndarray]] = {s: [] for s in SHAPES}
     for shape in SHAPES:
-        for _ in range(40):
+        for _ in range(30):
             scene = random_scene(rng, shape=shape, pattern="plain")
             arr = np.asarray(render(scene), np.float32)
             mask = _foreground(arr, _NAMES.index(scene.background))
