@@ -37,7 +37,7 @@ class Progress:
 
     def summary(self) -> str:
         if not self.total:
-            return "waiting for the trainer to report progress"
+            return "starting: loading the base model and preparing the data"
         rate = f"{self.rate:.2f} it/s" if self.rate else "? it/s"
         eta = f", ETA {self.eta}" if self.eta and self.eta != "?" else ""
         return f"step {self.step}/{self.total} ({100 * self.fraction:.0f}%), {rate}{eta}"
@@ -54,10 +54,10 @@ def parse_tqdm(text: str) -> Progress:
     """The last tqdm update in ``text`` plus every loss value seen, keyed by its step."""
     prog = Progress()
     losses: dict[int, float] = {}
-    segments = re.split(r"[\r\n]", text)
-    main = [s for s in segments if s.lstrip().startswith(MAIN_BAR)]
-    # other bars (class-image generation, validation sampling) count only until the main bar appears
-    for m in _TQDM.finditer("\n".join(main or segments)):
+    # only the optimiser-step bar counts: model loading, class-image generation and validation
+    # sampling print their own tqdm bars into the same log
+    main = [s for s in re.split(r"[\r\n]", text) if s.lstrip().startswith(MAIN_BAR)]
+    for m in _TQDM.finditer("\n".join(main)):
         n, total = int(m["n"]), int(m["total"])
         prog.step, prog.total, prog.eta = n, total, m["eta"]
         rate = _to_float(m["rate"] or "")

@@ -306,7 +306,8 @@ def build_ui(booth: Booth) -> gr.Blocks:
                     g_repo_btn = gr.Button("Import from Hub", elem_id="gallery-repo-btn")
             g_msg = gr.Markdown(elem_id="gallery-msg")
 
-        timer = gr.Timer(1.0)
+        timer = gr.Timer(1.0)  # the live panel of the selected job
+        jobs_timer = gr.Timer(3.0)  # the job list and the queue
 
         # ---- handlers ------------------------------------------------------------------------
         adapter_dropdowns = [dd for dd, _ in p_slots] + [dd for dd, _ in m_slots] + [g_pick]
@@ -342,7 +343,7 @@ def build_ui(booth: Booth) -> gr.Blocks:
 
         use_demo.change(on_demo, [use_demo], [f["instance_prompt"], f["class_prompt"]], api_visibility="private")
 
-        def on_start(tok, files, demo_checked, *values, request: gr.Request):
+        def on_start(request: gr.Request, tok, files, demo_checked, *values):
             owner = owner_of(tok, request)
             form = dict(zip(form_keys, values, strict=True))
             paths = [getattr(x, "name", x) for x in (files or [])]
@@ -377,31 +378,31 @@ def build_ui(booth: Booth) -> gr.Blocks:
         show_btn.click(lambda j: j or "", [job_pick], [selected], api_visibility="private")
 
         def on_tick(tok, job_id, last, request: gr.Request):
-            owner = owner_of(tok, request)
-            queue_text = queue_markdown(booth, owner)
-            table = job_table(booth, owner)
             if not job_id:
-                return progress_html(None), gr.skip(), gr.skip(), "", last, queue_text, table
+                return progress_html(None), gr.skip(), gr.skip(), "", last
             try:
-                view = booth.job_view(job_id, owner)
+                view = booth.job_view(job_id, owner_of(tok, request))
             except Exception as exc:
-                return f"<div>{html.escape(str(exc))}</div>", gr.skip(), gr.skip(), "", last, queue_text, table
+                return f"<div>{html.escape(str(exc))}</div>", gr.skip(), gr.skip(), "", last
             prog = view["progress"]
             sig = f"{job_id}|{'|'.join(view['images'])}|{len(prog.losses)}"
-            changed = sig != last
+            changed = sig != last  # plot and images are re-sent only when they changed
             return (
                 progress_html(view["job"], prog, view["queue_position"]),
                 loss_frame(prog) if changed else gr.skip(),
                 view["images"] if changed else gr.skip(),
                 view["log"],
                 sig,
-                queue_text,
-                table,
             )
 
-        timer.tick(on_tick, [token, selected, seen],
-                   [progress, loss_plot, val_images, log_box, seen, queue_md, jobs_df],
+        timer.tick(on_tick, [token, selected, seen], [progress, loss_plot, val_images, log_box, seen],
                    api_visibility="private", show_progress="hidden")
+
+        def on_jobs_tick(tok, request: gr.Request):
+            owner = owner_of(tok, request)
+            return queue_markdown(booth, owner), job_table(booth, owner)
+
+        jobs_timer.tick(on_jobs_tick, [token], [queue_md, jobs_df], api_visibility="private", show_progress="hidden")
 
         def refresh_lists(*current):
             return [*_choices(list(current)), gallery_items(booth), gallery_table(booth)]

@@ -27,6 +27,11 @@ TINY_TRAIN = {
 
 
 @pytest.fixture(scope="session")
+def tiny_train() -> dict:
+    return dict(TINY_TRAIN)
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny-sd", sample_size=32)
 

@@ -38,12 +38,18 @@ def test_flags_to_argv_drops_false_and_none():
 
 
 def test_parse_tqdm_takes_last_update_and_losses():
-    text = "Steps:  10%|#  | 1/10 [00:01<00:09,  1.00it/s, loss=0.5]\rSteps:  20%|## | 2/10 [00:02<00:08,  2.50s/it, loss=0.25]"
+    text = (
+        "Loading weights: 100%|##| 36/36 [00:00<00:00, 4225.05it/s]\n"
+        "Steps:  10%|#  | 1/10 [00:01<00:09,  1.00it/s, loss=0.5]\r"
+        "Loading pipeline components...: 100%|##| 5/5 [00:00<00:00, 2287.97it/s]\n"
+        "Steps:  20%|## | 2/10 [00:02<00:08,  2.50s/it, loss=0.25]"
+    )
     prog = parse_tqdm(text)
     assert (prog.step, prog.total, prog.eta) == (2, 10, "00:08")
     assert prog.rate == pytest.approx(0.4)
     assert prog.losses == [(1, 0.5), (2, 0.25)]
     assert "2/10" in prog.summary()
+    assert parse_tqdm("Generating class images: 50%|#| 5/10 [00:01<00:01, 5.0it/s]").total == 0
 
 
 def test_tail_collapses_carriage_returns(tmp_path):
