@@ -91,3 +91,12 @@ def unet():
 @pytest.fixture(scope="module")
 def text_encoder():
     return tiny_text_encoder()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tensors are tiny: one intra-op thread avoids OpenMP spin-waiting on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
