@@ -24,7 +24,7 @@ from .names import (
     text_path_for_installed,
     with_text_model_prefix,
 )
-from .safeio import read_safetensors, write_safetensors
+from .safeio import FormatError, read_safetensors, write_safetensors
 
 _PREFIXES = {"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "text_encoder",
              "lora_te2_": "text_encoder_2"}
@@ -137,14 +137,16 @@ def write_kohya(lora: LoraFile, file: Path, base_model: str | None = None,
     """Write a kohya/A1111/ComfyUI file. Alphas are stored exactly; rsLoRA scales are re-expressed as kohya
     alphas (``alpha * sqrt(r)``) and the original alphas kept in the header so lorabooth reads them back."""
     two_text_encoders = "text_encoder_2" in lora.parts()
+    prefixes = {"unet": "lora_unet_", "text_encoder": "lora_te1_" if two_text_encoders else "lora_te_",
+                "text_encoder_2": "lora_te2_"}
+    other = [p for p in lora.parts() if p not in prefixes]
+    if other:
+        raise FormatError(f"{file}: kohya files hold Stable Diffusion parts (unet, text encoders), not {other}; "
+                          "write this adapter as a PEFT folder instead (--to peft)")
     tensors: dict[str, torch.Tensor] = {}
     rslora: dict[str, float] = {}
     for (part, path), mod in sorted(lora.modules.items()):
-        prefix = {"unet": "lora_unet_", "text_encoder": "lora_te1_" if two_text_encoders else "lora_te_",
-                  "text_encoder_2": "lora_te2_"}.get(part, "lora_unet_" if part == "unet" else None)
-        if prefix is None:  # a single non-diffusion model: kohya has no prefix for it; keep the unet one
-            prefix = "lora_unet_"
-        name = prefix + flatten(path if part == "unet" else with_text_model_prefix(path))
+        name = prefixes[part] + flatten(path if part == "unet" else with_text_model_prefix(path))
         alpha = mod.alpha * math.sqrt(mod.rank) if lora.use_rslora else mod.alpha
         if lora.use_rslora:
             rslora[f"{part}.{path}"] = mod.alpha

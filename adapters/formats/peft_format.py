@@ -129,7 +129,8 @@ def peft_config_dict(lora: LoraFile, part: str, base_model: str | None = None) -
     alpha_pattern = {p: _num(m.alpha) for p, m in sorted(mods.items()) if m.alpha != alpha}
     return {
         "alpha_pattern": alpha_pattern,
-        "base_model_name_or_path": base_model or lora.metadata.get("peft_base_model_name_or_path"),
+        "base_model_name_or_path": base_model or lora.metadata.get("peft_base_model_name_or_path")
+        or lora.metadata.get("ss_sd_model_name"),
         "bias": "none",
         "fan_in_fan_out": False,
         "inference_mode": True,

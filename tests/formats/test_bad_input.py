@@ -145,3 +145,15 @@ def test_fuzz_random_headers(tmp_path, header, body):
     path.write_bytes(struct.pack("<Q", len(blob)) + blob + body)
     with pytest.raises(FormatError):
         load_lora(path)
+
+
+def test_llm_adapter_cannot_become_a_kohya_file(tmp_path):
+    llm = LoraFile(source="llm")
+    llm.modules[("model", "model.layers.0.self_attn.q_proj")] = LoraModule(torch.ones(2, 8), torch.ones(8, 2), 2.0)
+    with pytest.raises(FormatError, match="--to peft"):
+        save_lora(llm, tmp_path / "x.safetensors", to="kohya")
+    with pytest.raises(FormatError, match="--to peft"):
+        save_lora(llm, tmp_path / "d", to="diffusers")
+    assert not any(tmp_path.iterdir())
+    save_lora(llm, tmp_path / "p", to="peft")
+    assert load_lora(tmp_path / "p").modules.keys() == llm.modules.keys()
