@@ -165,7 +165,10 @@ def train(args: argparse.Namespace) -> TrainResult:
     output_dir = Path(args.output_dir)
     instance_images, _vae_factor = check_inputs(args)  # every bad input fails here, before any weight loads
     report_to = None if args.report_to in (None, "", "none") else args.report_to
+    # Several processes but no GPU (torchrun, `accelerate launch --multi_gpu` on a CPU box): gloo on CPU.
+    on_cpu_cluster = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     accelerator = Accelerator(
+        cpu=on_cpu_cluster,
         gradient_accumulation_steps=1,  # we accumulate ourselves: exact resume needs the step count in our hands
         mixed_precision=args.mixed_precision,
         log_with=report_to,
@@ -515,8 +518,14 @@ def _save_full_pipeline(args, output_dir: Path, unet, text_encoder) -> dict[str,
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry: returns 0 on success, 2 on a bad flag or input (message on stderr)."""
+    from lorabooth.trainer.launch import relaunch_cpu_processes, requested_cpu_processes
+
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = parse_args(argv)
+        wanted = requested_cpu_processes()
+        if wanted:
+            return relaunch_cpu_processes(wanted, argv)
         result = train(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
