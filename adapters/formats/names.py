@@ -159,7 +159,9 @@ def guess_part(names: Iterable[str]) -> str:
     names = list(names)
     if any(re.match(r"(down_blocks|up_blocks|mid_block|conv_in|conv_out|time_embedding)", n) for n in names):
         return "unet"
-    if names and all(n.startswith("text_model.") for n in names):
+    clip = re.compile(r"(text_model\.)?(encoder\.layers\.\d+\.(self_attn|mlp)\.|embeddings\.|final_layer_norm|"
+                      r"text_projection)")
+    if names and all(clip.match(n) for n in names):
         return "text_encoder"
     return "model"
 

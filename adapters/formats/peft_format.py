@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .lora_file import PARTS, LoraFile, LoraModule
-from .names import guess_part
+from .names import guess_part, text_path_for_installed
 from .safeio import FormatError, atomic_write_bytes, read_safetensors, write_safetensors
 
 CONFIG_NAME = "adapter_config.json"
@@ -88,6 +88,8 @@ def read_peft_part(folder: Path, lora: LoraFile, part: str | None) -> None:
     lora.use_rslora = use_rslora
     if part is None:
         part = guess_part(halves)
+    if part in ("text_encoder", "text_encoder_2"):  # accept both CLIP spellings (transformers 4 and 5)
+        halves = {text_path_for_installed(p): v for p, v in halves.items()}
     for path, pair in halves.items():
         if set(pair) != {"A", "B"}:
             lora.unused_keys.extend(f"{folder.name}/{_PREFIX}{path}.lora_{h}.weight" for h in pair)

@@ -113,3 +113,12 @@ def test_guess_base():
     assert guess_base([("unet", "down_blocks.0.attentions.0.proj_in")], cross_attn_dim=768) == "SD1"
     assert guess_base([("unet", "x"), ("text_encoder_2", "y")]) == "SDXL"
     assert guess_base([("model", "model.layers.0.self_attn.q_proj")]) == "LLM"
+
+
+def test_guess_part():
+    from lorabooth.adapters.formats.names import guess_part
+
+    assert guess_part(["down_blocks.0.attentions.0.proj_in"]) == "unet"
+    assert guess_part(["encoder.layers.0.self_attn.q_proj", "encoder.layers.1.mlp.fc1"]) == "text_encoder"
+    assert guess_part(["text_model.encoder.layers.0.self_attn.q_proj"]) == "text_encoder"
+    assert guess_part(["encoder.layer.0.attention.self.query"]) == "model"  # BERT is not a CLIP text encoder
