@@ -204,13 +204,14 @@ class LoraLayer(nn.Module):
         result = self.base_layer(x, *args, **kwargs)
         if self._disable_adapters or self.merged_adapters or not self._active_path:
             return result
-        out_dtype = result.dtype
         for lora_A, lora_B, dropout, scaling in self._active_path:
             h = x if x.dtype == lora_A.weight.dtype else x.to(lora_A.weight.dtype)
             if dropout is not None:
                 h = dropout(h)
-            result = result + lora_B(lora_A(h)) * scaling
-        return result if result.dtype == out_dtype else result.to(out_dtype)
+            # In place, scaled in the same kernel: the base output is not needed by its own backward
+            # (linear/conv keep their input and weight), so this saves two full-size temporaries.
+            result.add_(lora_B(lora_A(h)), alpha=scaling)
+        return result
 
     def extra_repr(self) -> str:
         return f"adapters={list(self.r)}, active={self._active_adapter}"
@@ -353,15 +354,14 @@ class Embedding(LoraLayer):
         result = self.base_layer(x, *args, **kwargs)
         if self._disable_adapters or self.merged_adapters or not self._active_path:
             return result
-        out_dtype = result.dtype
         base = self.base_layer
         for emb_A, emb_B, _dropout, scaling in self._active_path:
             # Dropout on token ids is meaningless; PEFT skips it for embeddings too.
             after_a = F.embedding(
                 x, emb_A.T, base.padding_idx, base.max_norm, base.norm_type, base.scale_grad_by_freq, base.sparse
             )
-            result = result + (after_a @ emb_B.T) * scaling
-        return result if result.dtype == out_dtype else result.to(out_dtype)
+            result.add_(after_a @ emb_B.T, alpha=scaling)
+        return result
 
 
 def make_lora_layer(target: nn.Module, fan_in_fan_out: bool = False) -> LoraLayer:
