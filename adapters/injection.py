@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import warnings
 from dataclasses import dataclass
 
 from torch import nn
@@ -178,6 +179,13 @@ def plan_injection(model: nn.Module, config: LoraConfig, adapter_name: str) -> I
             f"target_modules={config.target_modules!r}{extra} matched no module of {type(model).__name__}. "
             f"Closest module names: {hint}."
         )
+    for field_name in ("rank_pattern", "alpha_pattern"):
+        patterns = getattr(config, field_name)
+        unused = [p for p in patterns if not any(re.match(rf"(.*\.)?({p})$", key) for key, _, _ in targets)]
+        if unused:
+            warnings.warn(f"{field_name} keys {unused} match no targeted module and are ignored.", stacklevel=3)
+    if config.exclude_modules and not excluded:
+        warnings.warn(f"exclude_modules={config.exclude_modules!r} excluded nothing; check the names.", stacklevel=3)
     return InjectionPlan(config=config, targets=targets, modules_to_save=list(config.modules_to_save or []))
 
 

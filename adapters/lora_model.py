@@ -113,6 +113,9 @@ def unload_model(model: nn.Module, merge: bool, safe_merge: bool = False, adapte
     layers = list(lora_layers(model))
     if merge:
         merge_all(layers, safe_merge=safe_merge, adapter_names=adapter_names)
+    else:
+        for _, layer in layers:
+            layer.unmerge()
     for name, layer in layers:
         parent, child = get_submodule_parent(model, name)
         setattr(parent, child, layer.base_layer)
@@ -134,6 +137,41 @@ def merge_all(layers: list[tuple[str, LoraLayer]], safe_merge: bool, adapter_nam
                 raise MergeError(f"{name}: {err}") from None
     for _, layer in layers:
         layer.merge(adapter_names=adapter_names)
+
+
+def merge_adapters(model: nn.Module, adapter_names: list[str] | None = None, safe_merge: bool = False) -> None:
+    """Merge the active (or named) adapters into the base weights of every LoRA layer of ``model``."""
+    merge_all(list(lora_layers(model)), safe_merge=safe_merge, adapter_names=adapter_names)
+
+
+def unmerge_adapters(model: nn.Module) -> None:
+    for _, layer in lora_layers(model):
+        layer.unmerge()
+
+
+def active_adapters_of(model: nn.Module) -> list[str]:
+    """The adapters active on the first LoRA layer (all layers agree unless set by hand)."""
+    for _, layer in lora_layers(model):
+        return layer.active_adapters
+    return []
+
+
+def delete_adapter(model: nn.Module, adapter_name: str) -> list[str]:
+    """Remove ``adapter_name`` from every layer and from ``model.peft_config``; returns the new active list."""
+    peft_config = getattr(model, "peft_config", {})
+    if adapter_name not in peft_config:
+        raise AdapterNameError(f"no adapter named {adapter_name!r}; this model has {list(peft_config)}.")
+    active = [name for name in active_adapters_of(model) if name != adapter_name]
+    del peft_config[adapter_name]
+    for _, layer in lora_layers(model):
+        layer.delete_adapter(adapter_name)
+    for _, wrapper in _wrappers(model):
+        wrapper.delete_adapter(adapter_name)
+    if not active and peft_config:
+        active = [next(iter(peft_config))]
+    if active:
+        set_active_adapters(model, active)
+    return active
 
 
 class LoraModel(nn.Module):
@@ -175,20 +213,8 @@ class LoraModel(nn.Module):
         self.active_adapter = adapter_name
 
     def delete_adapter(self, adapter_name: str) -> None:
-        if adapter_name not in self.peft_config:
-            raise AdapterNameError(f"no adapter named {adapter_name!r}; this model has {list(self.peft_config)}.")
-        del self.peft_config[adapter_name]
-        for _, layer in lora_layers(self.model):
-            layer.delete_adapter(adapter_name)
-        for _, wrapper in _wrappers(self.model):
-            wrapper.delete_adapter(adapter_name)
-        remaining = [name for name in self.active_adapters if name != adapter_name]
-        if not remaining and self.peft_config:
-            remaining = [next(iter(self.peft_config))]
-        if remaining:
-            self.set_adapter(remaining if len(remaining) > 1 else remaining[0])
-        else:
-            self.active_adapter = []
+        remaining = delete_adapter(self.model, adapter_name)
+        self.active_adapter = remaining[0] if len(remaining) == 1 else remaining
 
     def enable_adapter_layers(self) -> None:
         enable_adapter_layers(self.model, True)
@@ -213,16 +239,13 @@ class LoraModel(nn.Module):
 
     # -- merging -------------------------------------------------------------------------------
     def merge_adapter(self, adapter_names: list[str] | None = None, safe_merge: bool = False) -> None:
-        merge_all(list(lora_layers(self.model)), safe_merge=safe_merge, adapter_names=adapter_names)
+        merge_adapters(self.model, adapter_names=adapter_names, safe_merge=safe_merge)
 
     def unmerge_adapter(self) -> None:
-        for _, layer in lora_layers(self.model):
-            layer.unmerge()
+        unmerge_adapters(self.model)
 
     def merge_and_unload(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> nn.Module:
         return unload_model(self.model, merge=True, safe_merge=safe_merge, adapter_names=adapter_names)
 
     def unload(self) -> nn.Module:
-        for _, layer in lora_layers(self.model):
-            layer.unmerge()
         return unload_model(self.model, merge=False)

@@ -161,3 +161,28 @@ def test_default_targets_follow_installed_module_names():
     assert unet.peft_config["default"].target_modules == ["to_q", "to_k", "to_v", "to_out.0"]
     assert default_target_modules(base_model(CASES["clip"])) == ["q_proj", "k_proj", "v_proj", "out_proj"]
     assert wrapped and wrapped <= {"to_q", "to_k", "to_v", "0"}
+
+
+def test_injected_model_helpers_switch_merge_delete_and_unload():
+    """The model-wide operations work on a plainly injected model (the diffusers path), no PeftModel."""
+    p = build_pair(CASES["gpt2"])
+    model = base_model(p.case)
+    lb.inject_adapter_in_model(lb.LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn", "c_proj"]), model)
+    lb.inject_adapter_in_model(lb.LoraConfig(r=2, target_modules=["c_attn"]), model, adapter_name="other")
+    assert sorted(model.peft_config) == ["default", "other"]
+    lb.set_peft_model_state_dict(model, lb.get_peft_model_state_dict(p.ours))  # "base_model.model." keys too
+    lb.set_active_adapters(model, "default")
+    assert lb.active_adapters_of(model) == ["default"]
+    with torch.no_grad():
+        unmerged = model(**p.inputs).logits
+        torch.testing.assert_close(unmerged, p.outputs(p.ours), atol=1e-5, rtol=0)
+        lb.enable_adapter_layers(model, False)
+        torch.testing.assert_close(model(**p.inputs).logits, p.outputs(p.base), atol=0, rtol=0)
+        lb.enable_adapter_layers(model, True)
+        lb.merge_adapters(model)
+        torch.testing.assert_close(model(**p.inputs).logits, unmerged, atol=1e-4, rtol=1e-4)
+        lb.unmerge_adapters(model)
+        assert lb.delete_adapter(model, "default") == ["other"] and list(model.peft_config) == ["other"]
+        plain = lb.unload_model(model, merge=False)
+        assert not hasattr(plain, "peft_config") and not any(isinstance(m, lb.LoraLayer) for m in plain.modules())
+        torch.testing.assert_close(plain(**p.inputs).logits, p.outputs(p.base), atol=1e-6, rtol=0)
