@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
 import shutil
 import sys
@@ -43,7 +44,7 @@ from diffusers import (
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
-from lorabooth.world.generator import pretraining_caption, pretraining_dataset
+from lorabooth.world.generator import pretraining_caption, pretraining_dataset, random_scene, render
 from lorabooth.world.tokenizer import build_tokenizer
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTextConfig, CLIPTextModel
@@ -52,7 +53,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 # attention) so it can be trained on 32x32 crops, four times cheaper, and still serve full images.
 VAE_CONFIG = dict(
     in_channels=3, out_channels=3, latent_channels=4, sample_size=64, layers_per_block=1,
-    block_out_channels=(32, 64, 64), norm_num_groups=16, mid_block_add_attention=False,
+    block_out_channels=(16, 32, 64), norm_num_groups=8, mid_block_add_attention=False,
     down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
 )
 # SD 1.x block types (same module names: to_q/to_k/to_v/to_out.0, proj_in, conv1, ...). Attention
@@ -111,6 +112,20 @@ def make_dataset(work: Path, n: int, seed: int) -> tuple[np.ndarray, list[dict]]
     return images, scenes
 
 
+def make_codec_extras(work: Path, n: int, seed: int) -> np.ndarray:
+    """Images with patterns and held-out combinations: the VAE is a codec for the whole world (DreamBooth
+    subjects must survive encoding), even though the text-to-image model never sees these in pre-training."""
+    path = work / "codec_extras.npy"
+    if path.exists():
+        return np.load(path)
+    rng = np.random.default_rng(seed + 7)
+    extras = np.stack([np.asarray(render(random_scene(rng))) for _ in range(n)])
+    tmp = work / "codec_extras.tmp.npy"
+    np.save(tmp, extras)
+    os.replace(tmp, path)
+    return extras
+
+
 def to_pixels(batch: np.ndarray, device: str) -> torch.Tensor:
     return torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
@@ -120,11 +135,14 @@ def train_vae(work: Path, images: np.ndarray, args, device: str) -> AutoencoderK
     path = work / "vae"
     if (path / "config.json").exists():
         return AutoencoderKL.from_pretrained(path).to(device)
+    images = np.concatenate([images, make_codec_extras(work, args.n_images // 3, args.seed)])
     torch.manual_seed(args.seed)
     vae = AutoencoderKL(**VAE_CONFIG).to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
     t0, step = time.time(), 0
     while step < args.vae_steps and time.time() - t0 < args.vae_max_minutes * 60:
+        for group in opt.param_groups:  # cosine decay to 10%: the last steps polish colours and edges
+            group["lr"] = args.vae_lr * (0.1 + 0.45 * (1 + math.cos(math.pi * step / args.vae_steps)))
         g = step_generator(args.seed + 1, step)
         idx = torch.randint(0, len(images), (args.vae_batch_size,), generator=g).numpy()
         oy, ox = (int(v) * 4 for v in torch.randint(0, 9, (2,), generator=g))  # 32x32 crop on the latent grid
@@ -154,6 +172,59 @@ def train_vae(work: Path, images: np.ndarray, args, device: str) -> AutoencoderK
     os.replace(tmp, path)
     log(f"vae saved; latent std {std:.4f} -> scaling_factor {1 / std:.4f}")
     return vae
+
+
+def polish_decoder(work: Path, images: np.ndarray, args, device: str) -> AutoencoderKL:
+    """Train the decoder alone (encoder frozen, so the cached latents and the UNet stay valid).
+
+    Independent of the UNet stage, so it may run at the same time in a second process
+    (`--polish_decoder_only`); the export takes the polished decoder when it exists.
+    """
+    path = work / "vae_polished"
+    if (path / "config.json").exists():
+        return AutoencoderKL.from_pretrained(path).to(device)
+    vae = AutoencoderKL.from_pretrained(work / "vae").to(device)
+    images = np.concatenate([images, make_codec_extras(work, args.n_images // 3, args.seed)])
+    vae.requires_grad_(False)
+    decoder = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    for p_ in decoder:
+        p_.requires_grad_(True)
+    opt = torch.optim.AdamW(decoder, lr=args.polish_lr, weight_decay=0.0)
+    t0, step = time.time(), 0
+    while step < args.polish_steps and time.time() - t0 < args.polish_max_minutes * 60:
+        for group in opt.param_groups:
+            group["lr"] = args.polish_lr * (0.05 + 0.475 * (1 + math.cos(math.pi * step / args.polish_steps)))
+        g = step_generator(args.seed + 4, step)
+        idx = torch.randint(0, len(images), (args.vae_batch_size,), generator=g).numpy()
+        oy, ox = (int(v) * 4 for v in torch.randint(0, 9, (2,), generator=g))
+        x = to_pixels(np.ascontiguousarray(images[idx, oy : oy + 32, ox : ox + 32]), device)
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mean  # the UNet's targets are posterior means too
+        recon = vae.decode(z).sample
+        loss = F.mse_loss(recon, x) + F.l1_loss(recon, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(decoder, 1.0)
+        opt.step()
+        step += 1
+        if step % 50 == 0:
+            log(f"decoder polish step {step} loss {loss.item():.4f} mse {F.mse_loss(recon, x).item():.5f} "
+                f"({(time.time() - t0) / step:.2f}s/step)")
+        if step % 500 == 0:
+            _save_vae(vae, work / "vae_polished.partial")
+    vae.eval()
+    _save_vae(vae, path)
+    shutil.rmtree(work / "vae_polished.partial", ignore_errors=True)
+    log(f"decoder polished: {step} steps in {(time.time() - t0) / 60:.1f} min")
+    return vae
+
+
+def _save_vae(vae: AutoencoderKL, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    vae.save_pretrained(tmp, safe_serialization=True)
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- stage 3: latents
@@ -332,23 +403,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --work_dir")
     p.add_argument("--export_only", action="store_true", help="export the latest UNet checkpoint and stop")
+    p.add_argument("--polish_decoder_only", action="store_true",
+                   help="only polish the VAE decoder (can run beside the UNet stage in a second process)")
+    p.add_argument("--polish_steps", type=int, default=3000)
+    p.add_argument("--polish_max_minutes", type=float, default=30)
+    p.add_argument("--polish_lr", type=float, default=1e-3)
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     work, out = Path(args.work_dir), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
-    if not args.resume and not args.export_only and (work / "unet_ckpt" / "state.json").exists():
+    if not args.resume and not args.export_only and not args.polish_decoder_only and (work / "unet_ckpt" / "state.json").exists():
         print(f"error: {work} already holds a UNet checkpoint; pass --resume to continue it or choose another "
               f"--work_dir", file=sys.stderr)
         return 2
-    save_json(work / "args.json", vars(args))
+    save_json(work / ("args.polish.json" if args.polish_decoder_only else "args.json"), vars(args))
     log(f"device {device}, threads {torch.get_num_threads()}, args {vars(args)}")
     tokenizer = build_tokenizer(work / "tokenizer")
     t_start = time.time()
     images, scenes = make_dataset(work, args.n_images, args.seed)
     vae = train_vae(work, images, args, device)
+    if args.polish_decoder_only:
+        polish_decoder(work, images, args, device)
+        return 0
     latents = cache_latents(work, vae, images, device)
+    if (work / "vae_polished" / "config.json").exists():  # same encoder, better decoder
+        vae = AutoencoderKL.from_pretrained(work / "vae_polished")
+        log("export uses the polished decoder")
     del images
     if args.export_only:
         unet, te = UNet2DConditionModel(**UNET_CONFIG), build_text_encoder(tokenizer)

@@ -1,0 +1,89 @@
+#!/usr/bin/env python
+"""Measure the shipped world model and its evaluator; write the numbers to <model>/scores.json.
+
+    python scripts/eval_world_model.py --model assets/world-model
+
+Prints, in one run: the evaluator's accuracy on held-out generator images, the base model's prompt
+adherence on seen and held-out colour x shape combinations (at the recommended and at the test's
+settings), and the DreamBooth metrics of the base model for the demo subject (a baseline: the base
+model has never seen the subject, so its fidelity should be near 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import StableDiffusionPipeline
+from lorabooth.world.checks import check_model_folder
+from lorabooth.world.evaluator import describe
+from lorabooth.world.generator import random_scene, render
+from lorabooth.world.metrics import SubjectSpec, as_generate_fn, evaluate_dreambooth, prompt_adherence_report
+
+ATTRS = ("shape", "colour", "pattern", "background", "background_style")
+
+
+def evaluator_accuracy(n: int, seed: int) -> dict[str, float]:
+    rng = np.random.default_rng(seed)
+    hits = dict.fromkeys(ATTRS, 0)
+    for _ in range(n):
+        scene = random_scene(rng)
+        got = describe(render(scene))
+        for k in ATTRS:
+            hits[k] += getattr(got, k) == getattr(scene, k)
+    acc = {k: v / n for k, v in hits.items()}
+    acc["all_attributes"] = float(np.mean(list(acc.values())))
+    return acc
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="assets/world-model")
+    p.add_argument("--subject", default="assets/demo-subject/subject.json")
+    p.add_argument("--n", type=int, default=128, help="samples for prompt adherence on seen combinations")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--guidance", type=float, default=5.0)
+    p.add_argument("--test_steps", type=int, default=15)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    model = check_model_folder(args.model)
+    t0 = time.time()
+    scores: dict = {"evaluator_accuracy_600_heldout_images": evaluator_accuracy(600, seed=999)}
+    print("evaluator accuracy:", scores["evaluator_accuracy_600_heldout_images"], flush=True)
+    pipe = StableDiffusionPipeline.from_pretrained(model)
+    pipe.set_progress_bar_config(disable=True)
+    gen = as_generate_fn(pipe, num_inference_steps=args.steps, guidance_scale=args.guidance, batch_size=64)
+    for name, kw in (("seen", dict(n=args.n, seed=1, held_out=False)), ("held_out", dict(n=32, seed=1, held_out=True))):
+        rep = prompt_adherence_report(gen, **kw)
+        rep.pop("samples")
+        scores[f"prompt_adherence_{name}"] = rep
+        print(f"prompt adherence ({name} combos, {kw['n']} samples, {args.steps} steps, cfg {args.guidance}):",
+              rep, flush=True)
+    test_gen = as_generate_fn(pipe, num_inference_steps=args.test_steps, guidance_scale=args.guidance, batch_size=64)
+    rep = prompt_adherence_report(test_gen, n=64, seed=0)
+    scores["prompt_adherence_test_settings"] = rep["prompt_adherence"]
+    scores["test_settings"] = {"num_inference_steps": args.test_steps, "guidance_scale": args.guidance}
+    print("prompt adherence at the test's settings (64 samples, seed 0):", rep["prompt_adherence"], flush=True)
+    subject = SubjectSpec.from_json(args.subject)
+    scores["dreambooth_baseline_base_model"] = evaluate_dreambooth(gen, subject, n=32, seed=0)
+    print("DreamBooth metrics of the base model (baseline):", scores["dreambooth_baseline_base_model"], flush=True)
+    scores["settings"] = {"num_inference_steps": args.steps, "guidance_scale": args.guidance,
+                          "scheduler": type(pipe.scheduler).__name__}
+    scores["eval_minutes"] = round((time.time() - t0) / 60, 1)
+    fd, tmp = tempfile.mkstemp(dir=model, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(scores, f, indent=2, default=float)
+        f.write("\n")
+    os.replace(tmp, Path(model) / "scores.json")
+    print(f"wrote {Path(model) / 'scores.json'}")
+
+
+if __name__ == "__main__":
+    main()
