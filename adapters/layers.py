@@ -9,6 +9,7 @@ resolved once into a tuple when they change, and a zero dropout is skipped, not 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -223,9 +224,14 @@ class Linear(LoraLayer):
     def __init__(self, base_layer: nn.Module, fan_in_fan_out: bool = False) -> None:
         super().__init__(base_layer)
         if is_conv1d(base_layer):
-            fan_in_fan_out = True  # Conv1D stores its weight as (in, out); PEFT forces this too
+            if not fan_in_fan_out and type(self) is Linear:
+                warnings.warn("fan_in_fan_out=False but the target is a Conv1D (weight stored (in, out)); using True.",
+                              stacklevel=3)
+            fan_in_fan_out = True  # PEFT forces this too
             self.in_features, self.out_features = base_layer.weight.shape
         elif isinstance(base_layer, nn.Linear):
+            if fan_in_fan_out:
+                warnings.warn("fan_in_fan_out=True but the target is an nn.Linear; using False.", stacklevel=3)
             fan_in_fan_out = False
             self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
         else:
@@ -342,7 +348,9 @@ class Embedding(LoraLayer):
         self._finish_update(adapter_name)
 
     def _adapter_entry(self, name: str, dropout: nn.Module | None) -> tuple[Any, Any, Any, float]:
-        return (self.lora_embedding_A[name], self.lora_embedding_B[name], dropout, self.scaling[name])
+        # Parameters are looked up by name at call time: a bare Parameter could be swapped out
+        # (load_state_dict(assign=True)) behind a cached reference, a module could not.
+        return (name, None, None, self.scaling[name])
 
     def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
         a, b, dtype = self._cast_delta(self.lora_embedding_A[adapter_name], self.lora_embedding_B[adapter_name])
@@ -355,7 +363,8 @@ class Embedding(LoraLayer):
         if self._disable_adapters or self.merged_adapters or not self._active_path:
             return result
         base = self.base_layer
-        for emb_A, emb_B, _dropout, scaling in self._active_path:
+        for name, _, _, scaling in self._active_path:
+            emb_A, emb_B = self.lora_embedding_A[name], self.lora_embedding_B[name]
             # Dropout on token ids is meaningless; PEFT skips it for embeddings too.
             after_a = F.embedding(
                 x, emb_A.T, base.padding_idx, base.max_norm, base.norm_type, base.scale_grad_by_freq, base.sparse
