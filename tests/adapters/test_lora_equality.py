@@ -20,7 +20,7 @@ def test_same_parameter_counts_keys_and_trainable_set(pair):
     assert pair.ours.get_nb_trainable_parameters() == pair.theirs.get_nb_trainable_parameters()
     assert sorted(pair.ours.state_dict()) == sorted(pair.theirs.state_dict())
     trainable = sorted(n for n, p in pair.theirs.named_parameters() if p.requires_grad)
-    # loaded with inference in mind? no: get_peft_model leaves the adapter trainable in both
+    # get_peft_model leaves the new adapter trainable in both libraries
     assert sorted(n for n, p in pair.ours.named_parameters() if p.requires_grad) == trainable
     import peft
 

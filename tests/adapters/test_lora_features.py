@@ -156,11 +156,10 @@ def test_default_targets_follow_installed_module_names():
     seg = lb.get_peft_model(base_model(CASES["segformer"]), lb.LoraConfig())
     assert isinstance(seg.get_base_model().decode_head, lb.ModulesToSaveWrapper)
     unet = lb.inject_adapter_in_model(lb.LoraConfig(), base_model(CASES["unet"]))
-    wrapped = {n.split(".", 3)[-1].rsplit(".", 2)[-2:][-1] for n, m in unet.named_modules()
-               if isinstance(m, lb.LoraLayer)}
     assert unet.peft_config["default"].target_modules == ["to_q", "to_k", "to_v", "to_out.0"]
+    wrapped = {n for n, m in unet.named_modules() if isinstance(m, lb.LoraLayer)}
+    assert wrapped and all(n.endswith((".to_q", ".to_k", ".to_v", ".to_out.0")) for n in wrapped)
     assert default_target_modules(base_model(CASES["clip"])) == ["q_proj", "k_proj", "v_proj", "out_proj"]
-    assert wrapped and wrapped <= {"to_q", "to_k", "to_v", "0"}
 
 
 def test_injected_model_helpers_switch_merge_delete_and_unload():
