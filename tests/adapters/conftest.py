@@ -162,7 +162,8 @@ def build_pair(case: Case, r: int = 4, lora_alpha: int = 8, **extra: Any) -> Pai
     return Pair(case, base, theirs, ours, case.inputs())
 
 
-@pytest.fixture(params=list(CASES))
+# The UNet's first forward pays several seconds of one-off kernel set-up on a CPU: mark it slow.
+@pytest.fixture(params=[pytest.param(n, marks=pytest.mark.slow) if n == "unet" else n for n in CASES])
 def pair(request) -> Pair:
     return build_pair(CASES[request.param])
 
