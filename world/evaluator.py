@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from .generator import COLOURS, IMAGE_SIZE, SHAPES, random_scene, render, secondary_tone
 
@@ -156,14 +156,17 @@ def shape_features(mask: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def _centroids() -> tuple[np.ndarray, np.ndarray]:
-    """Mean and spread of each shape's features, measured on seeded generator images (about 1 s)."""
+    """Mean and spread of each shape's features, measured on seeded generator images, sharp and blurred
+    (model output is soft-edged), the first time they are needed (a few seconds)."""
     rng = np.random.default_rng(12345)
     feats: dict[str, list[np.ndarray]] = {s: [] for s in SHAPES}
     for shape in SHAPES:
-        for _ in range(30):
+        for i in range(30):
             scene = random_scene(rng, shape=shape, pattern="plain")
-            arr = np.asarray(render(scene), np.float32)
-            mask = _foreground(arr, _NAMES.index(scene.background))
+            img = render(scene)
+            if i % 2:
+                img = img.filter(ImageFilter.GaussianBlur(1.0))
+            mask = _foreground(np.asarray(img, np.float32), _NAMES.index(scene.background))
             if mask.sum() >= 20:
                 feats[shape].append(shape_features(mask))
     means = np.stack([np.mean(feats[s], 0) for s in SHAPES])
@@ -172,10 +175,29 @@ def _centroids() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _foreground(arr: np.ndarray, bg: int) -> np.ndarray:
-    two = np.stack([_PRIMARY[bg], _SECONDARY[bg]])
-    _, dist = _nearest(arr, two)
-    blob = _largest_blob(dist > _FOREGROUND_DISTANCE)
-    return _fill_holes(blob) if blob.any() else blob
+    """The shape's filled mask: a rough cut by distance to the background, then a trimmed rim.
+
+    The rough cut takes every pixel clearly unlike the background, which on blurred model output
+    swells the shape and rounds its corners; trimming rim pixels that are nearer the background's
+    tones than the shape's puts the edge back at the midpoint, where a sharp image has it.
+    """
+    bg_tones = np.stack([_PRIMARY[bg], _SECONDARY[bg]])
+    _, bg_dist = _nearest(arr, bg_tones)
+    blob = _largest_blob(bg_dist > _FOREGROUND_DISTANCE)
+    if blob.sum() < 8:
+        return blob
+    core = _erode(blob)
+    core = core if core.sum() >= 4 else blob
+    median = np.median(arr[core], axis=0)
+    near, _ = _nearest(median, _PRIMARY)
+    shape_tones = np.stack([median, _PRIMARY[near], _SECONDARY[near]])
+    _, shape_dist = _nearest(arr, shape_tones)
+    # Trim only the rim: a rim pixel nearer the background than the shape is blur, not shape.
+    filled = _fill_holes(blob)
+    rim = filled & ~_erode(_erode(filled))
+    kept = filled & ~(rim & (bg_dist <= shape_dist))
+    trimmed = _largest_blob(kept)
+    return _fill_holes(trimmed) if trimmed.sum() >= 8 else filled
 
 
 def _pattern(arr: np.ndarray, interior: np.ndarray, colour: int) -> str:
