@@ -58,6 +58,8 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
     stopped_early: bool = False
+    # dtype of frozen vs trainable UNet weights, e.g. {"frozen": "torch.bfloat16", "trainable": "torch.float32"}
+    dtypes: dict[str, str] = field(default_factory=dict)
 
 
 class _StopFlag:
@@ -377,6 +379,8 @@ def train(args: argparse.Namespace) -> TrainResult:
 
     # ---- the loop -------------------------------------------------------------------------------
     result = TrainResult(output_dir=output_dir, start_step=start_step, global_step=global_step)
+    for p in unwrap(unet).parameters():
+        result.dtypes.setdefault("trainable" if p.requires_grad else "frozen", str(p.dtype))
     for model in trained:
         model.train()
     if args.validation_at_start and global_step == 0:
