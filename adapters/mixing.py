@@ -171,11 +171,14 @@ def combine_factors(combination_type: str, factors: list[tuple[torch.Tensor, tor
     u, s, vh = torch.linalg.svd(matrix, full_matrices=svd_full_matrices, driver=svd_driver)
     u = u[:, :new_rank] @ torch.diag(s[:new_rank])
     vh = vh[:new_rank, :]
+    total = float((s.double() ** 2).sum())
     if svd_clamp is not None:
         hi = torch.quantile(torch.cat([u.flatten(), vh.flatten()]), svd_clamp)
         u, vh = u.clamp(-hi, hi), vh.clamp(-hi, hi)
-    norm = torch.linalg.norm(matrix)
-    error = float(torch.linalg.norm(matrix - u @ vh) / norm) if norm > 0 else 0.0
+        residual = float(torch.linalg.norm(matrix - u @ vh).double() ** 2)
+    else:  # Eckart-Young: what truncation drops is exactly the discarded singular values
+        residual = max(0.0, total - float((s[:new_rank].double() ** 2).sum()))
+    error = math.sqrt(residual / total) if total > 0 else 0.0
     if conv:
         u = u.reshape(b0.shape[0], new_rank, *b0.shape[2:])
         vh = vh.reshape(new_rank, *a0.shape[1:])
@@ -364,10 +367,13 @@ class AdapterMixer:
                 if name in layer.r:
                     layer.scaling[name] = float(weight) * _base_scaling(layer, name)
             active = [n for n in names if n in layer.r] or names[:1]
-            if list(layer.active_adapters) != active:
-                layer.set_adapter(active)
-            elif hasattr(layer, "_refresh_active_path"):  # lorabooth layers cache (A, B, scaling) per forward
+            if hasattr(layer, "_refresh_active_path"):
+                # lorabooth layers: switch what the forward uses without touching requires_grad, so changing
+                # the mix between generations never changes what a later training run would train
+                layer._active_adapter = active
                 layer._refresh_active_path()
+            elif list(layer.active_adapters) != active:
+                layer.set_adapter(active)
 
 
 def _set_scale(layer: nn.Module, name: str, weight: float) -> None:
