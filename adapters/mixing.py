@@ -363,17 +363,19 @@ class AdapterMixer:
         for layer in self.layers:
             if getattr(layer, "merged_adapters", None):
                 raise MergeError("adapters are fused into the base weights; unfuse() before changing the mix")
-            for name, weight in zip(names, weights):
-                if name in layer.r:
-                    layer.scaling[name] = float(weight) * _base_scaling(layer, name)
             active = [n for n in names if n in layer.r] or names[:1]
-            if hasattr(layer, "_refresh_active_path"):
+            cached = hasattr(layer, "_refresh_active_path")
+            if cached:
                 # lorabooth layers: switch what the forward uses without touching requires_grad, so changing
                 # the mix between generations never changes what a later training run would train
                 layer._active_adapter = active
-                layer._refresh_active_path()
             elif list(layer.active_adapters) != active:
                 layer.set_adapter(active)
+            for name, weight in zip(names, weights):
+                if name in layer.r:
+                    layer.scaling[name] = float(weight) * _base_scaling(layer, name)
+            if cached:
+                layer._refresh_active_path()
 
 
 def _set_scale(layer: nn.Module, name: str, weight: float) -> None:

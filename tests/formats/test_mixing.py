@@ -165,6 +165,7 @@ def _reference(base, ours, weights):
 def test_runtime_mixing_and_fuse_unfuse():
     base, _, ours = _pair(ranks=(4, 6), alphas=(8, 3))
     ids, img = torch.randint(0, 20, (2, 5)), torch.randn(1, 4, 6, 6)
+    grads = {n: p.requires_grad for n, p in ours.named_parameters()}
     mixer = AdapterMixer(ours)
     for weights in ({"default": 0.5, "b": 1.2}, {"default": 1.0, "b": -0.3}, {"b": 0.8}):
         mixer.set_adapters(list(weights), list(weights.values()))
@@ -179,6 +180,7 @@ def test_runtime_mixing_and_fuse_unfuse():
     for i in range(50):
         mixer.set_adapters(["default", "b"], [i / 50, 1 - i / 50])
     per_switch_ms = (time.perf_counter() - start) / 50 * 1e3
+    assert {n: p.requires_grad for n, p in ours.named_parameters()} == grads  # mixing never changes training
     print(f"runtime mix switch: {per_switch_ms:.3f} ms")
     assert per_switch_ms < 50
 
