@@ -25,6 +25,28 @@ def is_conv1d(module: nn.Module) -> bool:
     return type(module).__name__ == "Conv1D" and hasattr(module, "nf") and hasattr(module, "weight")
 
 
+class _ScalingDict(dict):
+    """``scaling`` that keeps the layer's cached forward path in step when code outside this module
+    rescales an adapter in place (``layer.scaling[name] *= w``, as diffusers-style helpers do)."""
+
+    def __init__(self, owner: LoraLayer) -> None:
+        super().__init__()
+        self.__dict__["_owner"] = owner
+
+    def _changed(self) -> None:
+        owner = self.__dict__.get("_owner")
+        if owner is not None and "_active_path" in owner.__dict__:
+            owner._refresh_active_path()
+
+    def __setitem__(self, key: str, value: float) -> None:
+        super().__setitem__(key, value)
+        self._changed()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        super().update(*args, **kwargs)
+        self._changed()
+
+
 class LoraLayer(nn.Module):
     """Base of every LoRA layer: adapter bookkeeping, activation, merge / unmerge."""
 
@@ -35,7 +57,7 @@ class LoraLayer(nn.Module):
         self.base_layer = base_layer
         self.r: dict[str, int] = {}
         self.lora_alpha: dict[str, float] = {}
-        self.scaling: dict[str, float] = {}
+        self.scaling: dict[str, float] = _ScalingDict(self)
         self.use_rslora: dict[str, bool] = {}
         self.lora_dropout = nn.ModuleDict()
         self.lora_A = nn.ModuleDict()
@@ -99,10 +121,11 @@ class LoraLayer(nn.Module):
     def _refresh_active_path(self) -> None:
         path = []
         for name in self._active_adapter:
-            if name not in self.r:
+            try:
+                dropout = self.lora_dropout[name]
+                path.append(self._adapter_entry(name, None if isinstance(dropout, nn.Identity) else dropout))
+            except KeyError:  # not on this layer, or still being built by update_layer
                 continue
-            dropout = self.lora_dropout[name]
-            path.append(self._adapter_entry(name, None if isinstance(dropout, nn.Identity) else dropout))
         self._active_path = tuple(path)
 
     def _adapter_entry(self, name: str, dropout: nn.Module | None) -> tuple[Any, Any, Any, float]:

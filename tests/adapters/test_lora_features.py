@@ -185,3 +185,15 @@ def test_injected_model_helpers_switch_merge_delete_and_unload():
         plain = lb.unload_model(model, merge=False)
         assert not hasattr(plain, "peft_config") and not any(isinstance(m, lb.LoraLayer) for m in plain.modules())
         torch.testing.assert_close(plain(**p.inputs).logits, p.outputs(p.base), atol=1e-6, rtol=0)
+
+
+def test_rescaling_an_adapter_in_place_takes_effect():
+    p = build_pair(CASES["gpt2"])
+    full = p.outputs(p.ours)
+    for model in (p.ours, p.theirs):
+        for m in model.modules():
+            if isinstance(getattr(m, "scaling", None), dict) and "default" in m.scaling:
+                m.scaling["default"] *= 0.5  # what diffusers-style weight helpers do
+    half = p.outputs(p.ours)
+    assert (half - full).abs().max() > 1e-3
+    torch.testing.assert_close(half, p.outputs(p.theirs), atol=1e-5, rtol=0)
