@@ -6,8 +6,9 @@ hits both alike):
 
 * GPT-2 (124M config, random init) and a small diffusers UNet2DConditionModel with LoRA:
   forward (eval, no_grad) and forward+backward (train mode) wall time;
-* peak memory of one forward+backward: peak RSS minus RSS just before it, each library measured in
-  its own fresh subprocess (so one cannot inherit the other's high-water mark);
+* peak memory of one forward+backward: the highest RSS (sampled every 0.5 ms) above the RSS just
+  before it, after one warm-up step, each library in its own fresh subprocess (so neither can
+  inherit the other's high-water mark or heap);
 * latency of get_peft_model (wrapping a fresh GPT-2), of loading a saved adapter
   (PeftModel.from_pretrained, the base model copy excluded) and of set_adapter (switching between
   two loaded adapters).
@@ -20,15 +21,17 @@ from __future__ import annotations
 
 import argparse
 import copy
+import ctypes
 import datetime as dt
+import gc
 import json
 import multiprocessing as mp
 import os
 import platform
-import resource
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -38,6 +41,8 @@ import torch
 warnings.filterwarnings("ignore")
 
 LIBS = ("peft", "lorabooth")
+MEMORY_METHOD = ("peak RSS above the RSS just before one forward+backward, after one warm-up step and malloc_trim; "
+                 "RSS sampled every 0.5 ms by a thread; a fresh subprocess per library and sample")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch intra-op threads (0 = leave torch's default)")
     parser.add_argument("--skip-memory", action="store_true", help="skip the subprocess peak-memory rows")
+    parser.add_argument("--memory-samples", type=int, default=2,
+                        help="fresh subprocesses per library for each memory row; median reported (default 2)")
     parser.add_argument("--only", choices=["gpt2", "unet", "latency"], action="append",
                         help="run only these groups (repeatable); default all")
     parser.add_argument("--out", default=None, help="write the results as JSON to this path")
@@ -180,29 +187,58 @@ def _rss_bytes() -> int:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _memory_child(lib: str, kind: str, args: argparse.Namespace, queue) -> None:
+def _malloc_trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back so RSS starts from live data
+    except (OSError, AttributeError):
+        pass
+
+
+def _peak_rss_during(fn: Callable[[], None], period_s: float = 0.0005) -> int:
+    """Highest RSS seen while ``fn`` runs, sampled by a thread (torch ops release the GIL)."""
+    stop = threading.Event()
+    peak = [_rss_bytes()]
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(period_s)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        fn()
+    finally:
+        stop.set()
+        thread.join()
+    return max(peak[0], _rss_bytes())
+
+
+def _memory_step_child(lib: str, kind: str, args: argparse.Namespace, queue) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = wrap(lib, gpt2_base() if kind == "gpt2" else unet_base(), kind, args).train()
     x = inputs(kind, args)
+    train_step_once(model, kind, x)  # warm-up: one-off kernel workspaces are not the adapter's cost
+    gc.collect()
+    _malloc_trim()
     before = _rss_bytes()
-    train_step_once(model, kind, x)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    peak = _peak_rss_during(lambda: train_step_once(model, kind, x))
     queue.put(max(peak - before, 0))
 
 
 def bench_memory(kind: str, args: argparse.Namespace) -> dict:
     ctx = mp.get_context("spawn")
     values: dict[str, list[float]] = {lib: [] for lib in LIBS}
-    for i in range(max(1, min(args.repeats, 3))):
+    for i in range(max(1, args.memory_samples)):
         for lib in (LIBS if i % 2 == 0 else LIBS[::-1]):
             queue = ctx.Queue()
-            proc = ctx.Process(target=_memory_child, args=(lib, kind, args, queue))
+            proc = ctx.Process(target=_memory_step_child, args=(lib, kind, args, queue))
             proc.start()
             values[lib].append(queue.get())
             proc.join()
     label = "GPT-2 124M" if kind == "gpt2" else f"UNet {args.unet_size}px"
-    return row(f"{label} peak RSS of forward+backward", "MiB", values, 1 / 2**20)
+    return row(f"{label} forward+backward peak RSS", "MiB", values, 1 / 2**20)
 
 
 def bench_latency(args: argparse.Namespace) -> list[dict]:
@@ -281,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([os.path.basename(sys.argv[0])] + (argv if argv is not None else sys.argv[1:])),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "torch": torch.__version__, "peft": peft.__version__},
-        "memory_method": "peak RSS (ru_maxrss) minus RSS before one forward+backward, fresh subprocess per library",
+        "memory_method": MEMORY_METHOD,
         "rows": rows,
     }
     if args.out:
