@@ -446,6 +446,12 @@ def train(args: argparse.Namespace) -> TrainResult:
                                       configs, validation_images)
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    if accelerator.num_processes == 1:
+        # accelerate's state is a process-wide singleton; forget it so another run in this process
+        # (tests, the demo, the app) may choose a different precision or device.
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
     return result
 
 
