@@ -56,7 +56,7 @@ class PreviewEngine:
             if not os.path.isdir(model) and "/" not in model:
                 raise FileNotFoundError(f"base model {model!r} is neither a local folder nor a hub id (org/name)")
             pipe = StableDiffusionPipeline.from_pretrained(
-                model, torch_dtype=self.dtype, safety_checker=None, requires_safety_checker=False
+                model, dtype=self.dtype, safety_checker=None, requires_safety_checker=False
             )
             pipe.to(self.device)
             pipe.set_progress_bar_config(disable=True)

@@ -101,6 +101,14 @@ def _choose(page, elem_id, option):
     page.get_by_role("option", name=option, exact=True).first.click()
 
 
+def _wait_text(page, elem_id, text, timeout=30_000):
+    """Wait until the component's visible text contains ``text`` (tables render cells twice)."""
+    page.wait_for_function(
+        "([id, t]) => { const e = document.getElementById(id); return e && e.innerText.includes(t); }",
+        arg=[elem_id, text], timeout=timeout,
+    )
+
+
 def _tab(page, name):
     page.get_by_role("tab", name=name).click()
     page.wait_for_timeout(300)
@@ -130,7 +138,7 @@ def test_train_progress_refresh_two_sessions_stop_resume(server, browser):
     _fill(page, "train-val", 1000)
     _fill(page, "extra-flags", "--validation_at_start --num_inference_steps 2", "textarea")
     page.locator("#start-btn").click()
-    page.wait_for_selector("#train-msg :text('Queued job')", timeout=30_000)
+    _wait_text(page, "train-msg", "Queued job")
 
     first = _wait_progress(page, lambda p: p["status"] == "running" and int(p["step"] or 0) >= 1)
     page.wait_for_selector("#val-images img", timeout=SLOW)  # the validation image taken at the start
@@ -138,6 +146,7 @@ def test_train_progress_refresh_two_sessions_stop_resume(server, browser):
     assert int(moved["total"]) == 400
     page.wait_for_function("document.querySelector('#log-tail textarea').value.includes('Steps')", timeout=30_000)
     _shot(page, "tab-train-running")
+    page.screenshot(path=str(ARTIFACTS / "readme-train.png"))  # one viewport, for docs/screenshot-app.png
 
     # a browser refresh mid-training still shows the job
     page.reload()
@@ -149,16 +158,16 @@ def test_train_progress_refresh_two_sessions_stop_resume(server, browser):
     # another browser session sees none of it and cannot stop it
     ctx2, other = _open(browser, url)
     _tab(other, "Jobs")
-    other.wait_for_selector("#queue :text('a job of another session')", timeout=30_000)
+    _wait_text(other, "queue", "a job of another session")
     assert job_id not in other.locator("#jobs-table").inner_text()
     _fill(other, "job-pick", job_id)
     other.locator("#jobs-stop").click()
-    other.wait_for_selector("#jobs-msg :text('another session')", timeout=30_000)
+    _wait_text(other, "jobs-msg", "another session")
     assert booth.jobs.get(job_id)["status"] == "running"
     ctx2.close()
 
     _tab(page, "Jobs")
-    page.wait_for_selector(f"#jobs-table :text('{job_id}')", timeout=30_000)
+    _wait_text(page, "jobs-table", job_id)
     _shot(page, "tab-jobs")
     _tab(page, "Train")
 
@@ -186,7 +195,7 @@ def test_preview_scale_zero_equals_base(server, browser):
     _choose(page, "preview-adapter-1", "dog")
     _fill(page, "preview-scale-1", 0)
     page.locator("#preview-btn").click()
-    page.wait_for_selector("#preview-msg :text('image(s)')", timeout=SLOW)
+    _wait_text(page, "preview-msg", "image(s)", SLOW)
     imgs = page.locator("#preview-out img")
     assert imgs.count() == 4  # base, dog@1, dog@0, both
     base, one, zero = (_image_bytes(page, imgs.nth(i)) for i in range(3))
@@ -208,21 +217,21 @@ def test_mix_then_download_and_load_the_file(server, browser, tmp_path, tiny_mod
     _fill(page, "mix-weight-1", 0.5)
     _fill(page, "mix-name", "../mixed", "textarea")  # a hostile name is cleaned, not followed
     page.locator("#mix-btn").click()
-    page.wait_for_selector("#mix-msg :text('Saved mix')", timeout=SLOW)
+    _wait_text(page, "mix-msg", "Saved mix", SLOW)
     assert "mixed" in booth.gallery.names()
     assert not (booth.data.root / "mixed").exists()
     page.wait_for_selector("#mix-out img", timeout=30_000)
     _shot(page, "tab-mix")
 
     _tab(page, "Gallery")
-    page.wait_for_selector("#gallery-table :text('mixed')", timeout=30_000)
+    _wait_text(page, "gallery-table", "mixed")
     _shot(page, "tab-gallery")
     files = {}
     for fmt in ("diffusers", "peft"):
         _choose(page, "gallery-pick", "mixed")
         page.locator(f"#gallery-fmt label:has-text('{fmt}')").click()
         page.locator("#gallery-dl-btn").click()
-        page.wait_for_selector("#gallery-msg :text('Ready')", timeout=60_000)
+        _wait_text(page, "gallery-msg", "Ready", 60_000)
         link = page.locator("#gallery-file a").first
         with page.expect_download() as info:
             link.click()
@@ -253,7 +262,7 @@ def test_gallery_rename_cannot_escape(server, browser):
     _choose(page, "gallery-pick", "mixed")
     _fill(page, "gallery-newname", "/etc/passwd", "textarea")
     page.locator("#gallery-rename").click()
-    page.wait_for_selector("#gallery-msg :text('Renamed to')", timeout=30_000)
+    _wait_text(page, "gallery-msg", "Renamed to")
     assert "etc_passwd" in booth.gallery.names() and "mixed" not in booth.gallery.names()
     assert (booth.gallery.root / "etc_passwd" / "meta.json").exists()
     ctx.close()
@@ -278,7 +287,7 @@ def test_scriptable_api_with_gradio_client(server):
 
 
 def test_screenshot_for_readme(server):
-    shot = ARTIFACTS / "tab-train-running.png"
+    shot = ARTIFACTS / "readme-train.png"
     assert shot.exists()
     if os.environ.get("LORABOOTH_UPDATE_SCREENSHOT"):
         shutil.copy(shot, Path(__file__).resolve().parents[2] / "docs" / "screenshot-app.png")
