@@ -174,17 +174,20 @@ def train_vae(work: Path, images: np.ndarray, args, device: str) -> AutoencoderK
     return vae
 
 
-def polish_decoder(work: Path, images: np.ndarray, args, device: str) -> AutoencoderKL:
-    """Train the decoder alone (encoder frozen, so the cached latents and the UNet stay valid).
+def polish_decoder(work: Path, images: np.ndarray, latents: torch.Tensor, args, device: str) -> AutoencoderKL:
+    """Train the decoder alone on cached latents (encoder frozen, so the UNet's latents stay valid).
 
-    Independent of the UNet stage, so it may run at the same time in a second process
+    Independent of the UNet stage: it may run after it, or beside it in a second process
     (`--polish_decoder_only`); the export takes the polished decoder when it exists.
     """
     path = work / "vae_polished"
     if (path / "config.json").exists():
         return AutoencoderKL.from_pretrained(path).to(device)
     vae = AutoencoderKL.from_pretrained(work / "vae").to(device)
-    images = np.concatenate([images, make_codec_extras(work, args.n_images // 3, args.seed)])
+    extras = make_codec_extras(work, args.n_images // 3, args.seed)
+    extra_latents = cache_latents(work, vae, extras, device, name="codec_extras_latents.safetensors")
+    images = np.concatenate([images, extras])
+    latents = torch.cat([latents, extra_latents]) / vae.config.scaling_factor
     vae.requires_grad_(False)
     decoder = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
     for p_ in decoder:
@@ -195,11 +198,10 @@ def polish_decoder(work: Path, images: np.ndarray, args, device: str) -> Autoenc
         for group in opt.param_groups:
             group["lr"] = args.polish_lr * (0.05 + 0.475 * (1 + math.cos(math.pi * step / args.polish_steps)))
         g = step_generator(args.seed + 4, step)
-        idx = torch.randint(0, len(images), (args.vae_batch_size,), generator=g).numpy()
-        oy, ox = (int(v) * 4 for v in torch.randint(0, 9, (2,), generator=g))
-        x = to_pixels(np.ascontiguousarray(images[idx, oy : oy + 32, ox : ox + 32]), device)
-        with torch.no_grad():
-            z = vae.encode(x).latent_dist.mean  # the UNet's targets are posterior means too
+        idx = torch.randint(0, len(images), (args.vae_batch_size,), generator=g)
+        oy, ox = (int(v) for v in torch.randint(0, 9, (2,), generator=g))  # in latent cells (4 px)
+        x = to_pixels(np.ascontiguousarray(images[idx.numpy(), 4 * oy : 4 * oy + 32, 4 * ox : 4 * ox + 32]), device)
+        z = latents[idx, :, oy : oy + 8, ox : ox + 8].to(device)
         recon = vae.decode(z).sample
         loss = F.mse_loss(recon, x) + F.l1_loss(recon, x)
         opt.zero_grad(set_to_none=True)
@@ -210,11 +212,8 @@ def polish_decoder(work: Path, images: np.ndarray, args, device: str) -> Autoenc
         if step % 50 == 0:
             log(f"decoder polish step {step} loss {loss.item():.4f} mse {F.mse_loss(recon, x).item():.5f} "
                 f"({(time.time() - t0) / step:.2f}s/step)")
-        if step % 500 == 0:
-            _save_vae(vae, work / "vae_polished.partial")
     vae.eval()
     _save_vae(vae, path)
-    shutil.rmtree(work / "vae_polished.partial", ignore_errors=True)
     log(f"decoder polished: {step} steps in {(time.time() - t0) / 60:.1f} min")
     return vae
 
@@ -229,8 +228,9 @@ def _save_vae(vae: AutoencoderKL, path: Path) -> None:
 
 # ----------------------------------------------------------------------------- stage 3: latents
 @torch.no_grad()
-def cache_latents(work: Path, vae: AutoencoderKL, images: np.ndarray, device: str) -> torch.Tensor:
-    path = work / "latents.safetensors"
+def cache_latents(work: Path, vae: AutoencoderKL, images: np.ndarray, device: str,
+                  name: str = "latents.safetensors") -> torch.Tensor:
+    path = work / name
     if path.exists():
         return load_file(str(path))["latents"]
     t0 = time.time()
@@ -288,6 +288,27 @@ def load_unet_checkpoint(work: Path, unet, te, ema_unet, ema_te, opt) -> int:
     return json.loads(paths["state"].read_text())["step"]
 
 
+def init_from_export(folder: Path, unet, te, ema_unet, ema_te) -> int:
+    """Start the UNet stage from an exported model folder (its EMA weights; a fresh optimizer).
+
+    This is how a later session continues a run whose checkpoint directory is gone: the committed
+    assets/world-model holds everything else (VAE, tokenizer) and training_state.json the step.
+    """
+    state_path = folder / "training_state.json"
+    if not state_path.exists():
+        raise SystemExit(f"error: --init_from {folder} has no training_state.json; export with this script first")
+    u = load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
+    t = load_file(str(folder / "text_encoder" / "model.safetensors"))
+    for module, sd in ((unet, u), (ema_unet, u), (te, t), (ema_te, t)):
+        missing, unexpected = module.load_state_dict(sd, strict=False)
+        if [k for k in missing if "position_ids" not in k] or unexpected:
+            raise SystemExit(f"error: {folder} does not match this recipe's model configs "
+                             f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    step = int(json.loads(state_path.read_text())["unet_steps_done"])
+    log(f"initialised from {folder} at step {step}")
+    return step
+
+
 def train_unet(work: Path, latents: torch.Tensor, scenes: list[dict], tokenizer, args, device: str):
     from lorabooth.world.generator import Scene
 
@@ -301,6 +322,10 @@ def train_unet(work: Path, latents: torch.Tensor, scenes: list[dict], tokenizer,
     params = list(unet.parameters()) + list(te.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2, betas=(0.9, 0.99))
     start = load_unet_checkpoint(work, unet, te, ema_unet, ema_te, opt) if args.resume else 0
+    warm_from = 0
+    if start == 0 and args.init_from:
+        start = init_from_export(Path(args.init_from), unet, te, ema_unet, ema_te)
+        warm_from = start  # fresh optimizer moments: warm the learning rate up again
     n_unet = sum(p.numel() for p in unet.parameters())
     n_te = sum(p.numel() for p in te.parameters())
     log(f"unet {n_unet / 1e6:.2f}M params, text encoder {n_te / 1e6:.2f}M params; starting at step {start}")
@@ -315,7 +340,7 @@ def train_unet(work: Path, latents: torch.Tensor, scenes: list[dict], tokenizer,
         if time.time() - t0 > args.unet_max_minutes * 60:
             log(f"unet: time limit {args.unet_max_minutes} min reached at step {step}")
             break
-        lr = args.lr * min(1.0, (step + 1) / args.warmup_steps)
+        lr = args.lr * min(1.0, (step - warm_from + 1) / args.warmup_steps)
         for group in opt.param_groups:
             group["lr"] = lr
         g = step_generator(args.seed + 3, step)
@@ -403,6 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --work_dir")
     p.add_argument("--export_only", action="store_true", help="export the latest UNet checkpoint and stop")
+    p.add_argument("--init_from", default=None,
+                   help="continue from an exported model folder (e.g. assets/world-model) when --work_dir has no "
+                        "checkpoint: its VAE, EMA UNet and text encoder, and the step in training_state.json")
     p.add_argument("--polish_decoder_only", action="store_true",
                    help="only polish the VAE decoder (can run beside the UNet stage in a second process)")
     p.add_argument("--polish_steps", type=int, default=3000)
@@ -423,15 +451,17 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = build_tokenizer(work / "tokenizer")
     t_start = time.time()
     images, scenes = make_dataset(work, args.n_images, args.seed)
+    if args.init_from and not (work / "vae" / "config.json").exists():
+        shutil.copytree(Path(args.init_from) / "vae", work / "vae")  # same VAE -> same latents
+        log(f"VAE taken from {args.init_from}")
     vae = train_vae(work, images, args, device)
-    if args.polish_decoder_only:
-        polish_decoder(work, images, args, device)
-        return 0
     latents = cache_latents(work, vae, images, device)
+    if args.polish_decoder_only:
+        polish_decoder(work, images, latents, args, device)
+        return 0
     if (work / "vae_polished" / "config.json").exists():  # same encoder, better decoder
         vae = AutoencoderKL.from_pretrained(work / "vae_polished")
         log("export uses the polished decoder")
-    del images
     if args.export_only:
         unet, te = UNet2DConditionModel(**UNET_CONFIG), build_text_encoder(tokenizer)
         ema_unet, ema_te = copy.deepcopy(unet), copy.deepcopy(te)
@@ -441,7 +471,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     else:
         ema_unet, ema_te, step = train_unet(work, latents, scenes, tokenizer, args, device)
-    meta = {"unet_steps_done": step, "unet_steps_planned": args.unet_steps, "seed": args.seed,
+        if args.polish_steps > 0:
+            vae = polish_decoder(work, images, latents, args, device)
+    meta = {"unet_steps_done": step, "vae_decoder_polished": (work / "vae_polished" / "config.json").exists(), "unet_steps_planned": args.unet_steps, "seed": args.seed,
             "n_images": args.n_images, "batch_size": args.batch_size, "device": device,
             "this_run_minutes": round((time.time() - t_start) / 60, 1)}
     export(out, vae, ema_unet, ema_te, tokenizer, meta)
