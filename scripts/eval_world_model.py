@@ -51,12 +51,15 @@ def main() -> None:
     p.add_argument("--guidance", type=float, default=5.0)
     p.add_argument("--test_steps", type=int, default=15)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--evaluator_images", type=int, default=600)
+    p.add_argument("--dreambooth_n", type=int, default=32)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     model = check_model_folder(args.model)
     t0 = time.time()
-    scores: dict = {"evaluator_accuracy_600_heldout_images": evaluator_accuracy(600, seed=999)}
-    print("evaluator accuracy:", scores["evaluator_accuracy_600_heldout_images"], flush=True)
+    scores: dict = {"evaluator_accuracy_heldout_images": evaluator_accuracy(args.evaluator_images, seed=999),
+                    "evaluator_images": args.evaluator_images}
+    print("evaluator accuracy:", scores["evaluator_accuracy_heldout_images"], flush=True)
     pipe = StableDiffusionPipeline.from_pretrained(model)
     pipe.set_progress_bar_config(disable=True)
     gen = as_generate_fn(pipe, num_inference_steps=args.steps, guidance_scale=args.guidance, batch_size=64)
@@ -72,7 +75,7 @@ def main() -> None:
     scores["test_settings"] = {"num_inference_steps": args.test_steps, "guidance_scale": args.guidance}
     print("prompt adherence at the test's settings (64 samples, seed 0):", rep["prompt_adherence"], flush=True)
     subject = SubjectSpec.from_json(args.subject)
-    scores["dreambooth_baseline_base_model"] = evaluate_dreambooth(gen, subject, n=32, seed=0)
+    scores["dreambooth_baseline_base_model"] = evaluate_dreambooth(gen, subject, n=args.dreambooth_n, seed=0)
     print("DreamBooth metrics of the base model (baseline):", scores["dreambooth_baseline_base_model"], flush=True)
     scores["settings"] = {"num_inference_steps": args.steps, "guidance_scale": args.guidance,
                           "scheduler": type(pipe.scheduler).__name__}
