@@ -7,7 +7,6 @@ import struct
 
 import pytest
 import torch
-from conftest import random_lora
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lorabooth.adapters.formats import (
@@ -20,6 +19,8 @@ from lorabooth.adapters.formats import (
     save_lora,
 )
 from safetensors.torch import save_file
+
+from tests.formats.conftest import random_lora
 
 
 @pytest.fixture(scope="module")

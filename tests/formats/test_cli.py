@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import random_lora
 from lorabooth.adapters.formats import load_lora, save_lora
 
 from lorabooth.cli import main
+from tests.formats.conftest import random_lora
 
 
 @pytest.fixture(scope="module")

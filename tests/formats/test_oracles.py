@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import merged_copy, random_lora, tiny_pipeline
 from lorabooth.adapters.formats import load_lora, save_lora
+
+from tests.formats.conftest import merged_copy, random_lora, tiny_pipeline
 
 WORLD_MODEL = Path(__file__).resolve().parents[2] / "assets" / "world-model"
 

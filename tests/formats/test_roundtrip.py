@@ -6,9 +6,10 @@ import json
 
 import pytest
 import torch
-from conftest import random_lora
 from lorabooth.adapters.formats import FormatError, describe, detect_format, load_lora, save_lora
 from safetensors.torch import load_file
+
+from tests.formats.conftest import random_lora
 
 
 def assert_same(a, b):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from conftest import base_flags
 from lorabooth.trainer.train_dreambooth import main
+
+from tests.trainer.conftest import base_flags
 
 
 def _run(capsys, argv) -> str:

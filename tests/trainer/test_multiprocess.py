@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import base_flags
 from safetensors.torch import load_file
+
+from tests.trainer.conftest import base_flags
 
 pytestmark = pytest.mark.slow
 SCRIPT = Path(__file__).resolve().parents[2] / "trainer" / "train_dreambooth.py"

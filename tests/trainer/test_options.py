@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import base_flags
 from lorabooth.trainer.args import parse_args
 from lorabooth.trainer.class_images import generate_class_images
 from lorabooth.trainer.testing import build_tiny_pipeline
 from lorabooth.trainer.train_dreambooth import train
 from PIL import Image
 from safetensors.torch import load_file
+
+from tests.trainer.conftest import base_flags
 
 
 def test_caches_vprediction_snr_offset_accumulation_workers(instance_dir, tmp_path):

@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import base_flags
 from lorabooth.trainer.testing import write_instance_images
 from lorabooth.trainer.train_dreambooth import main
 from safetensors.torch import load_file
+
+from tests.trainer.conftest import base_flags
 
 pytestmark = pytest.mark.slow
 

@@ -6,10 +6,11 @@ import json
 
 import pytest
 import torch
-from conftest import base_flags
 from lorabooth.trainer.args import read_resolved_config
 from lorabooth.trainer.train_dreambooth import enable_gradient_checkpointing, main
 from safetensors import safe_open
+
+from tests.trainer.conftest import base_flags
 
 
 @pytest.fixture(scope="module")
