@@ -1,5 +1,8 @@
-"""Tiny models built from configs, and a fixture that builds the same LoRA model twice:
-once with peft (the oracle) and once with lorabooth, with identical base and adapter weights."""
+"""Tiny models built from configs, and the same LoRA model built twice: once with peft (the
+oracle) and once with lorabooth, with identical base and adapter weights.
+
+A uniquely named module (not ``conftest``) so that test files can import it by name in a suite
+where every test folder has its own conftest."""
 
 from __future__ import annotations
 
@@ -10,10 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import lorabooth.adapters as lb
-import pytest
+import peft  # the test extra pins it; lorabooth itself never imports peft
 import torch
-
-peft = pytest.importorskip("peft")  # the test extra pins it; lorabooth itself never imports peft
 
 warnings.filterwarnings("ignore", message=".*token_id.*")
 
@@ -160,14 +161,3 @@ def build_pair(case: Case, r: int = 4, lora_alpha: int = 8, **extra: Any) -> Pai
     randomize_adapters(theirs)
     lb.set_peft_model_state_dict(ours, peft.get_peft_model_state_dict(theirs))
     return Pair(case, base, theirs, ours, case.inputs())
-
-
-# The UNet's first forward pays several seconds of one-off kernel set-up on a CPU: mark it slow.
-@pytest.fixture(params=[pytest.param(n, marks=pytest.mark.slow) if n == "unet" else n for n in CASES])
-def pair(request) -> Pair:
-    return build_pair(CASES[request.param])
-
-
-@pytest.fixture
-def gpt2_pair() -> Pair:
-    return build_pair(CASES["gpt2"])

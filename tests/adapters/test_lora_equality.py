@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import lorabooth.adapters as lb
 import torch
-from conftest import CASES, build_pair
+
+from tests.adapters.lora_cases import CASES, build_pair
 
 ATOL = 1e-5
 

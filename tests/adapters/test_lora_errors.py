@@ -9,8 +9,9 @@ import pickle
 import lorabooth.adapters as lb
 import pytest
 import torch
-from conftest import CASES, base_model, build_pair
 from safetensors.torch import save_file
+
+from tests.adapters.lora_cases import CASES, base_model, build_pair
 
 
 def _gpt2():

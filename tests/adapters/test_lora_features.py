@@ -9,8 +9,9 @@ import lorabooth.adapters as lb
 import peft
 import pytest
 import torch
-from conftest import CASES, base_model, build_pair
 from lorabooth.adapters.targets import default_target_modules
+
+from tests.adapters.lora_cases import CASES, base_model, build_pair
 
 
 def _lora_names(model, layer_cls):

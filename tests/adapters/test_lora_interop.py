@@ -9,8 +9,9 @@ import lorabooth.adapters as lb
 import peft
 import pytest
 import torch
-from conftest import CASES, base_model, build_pair, randomize_adapters
 from safetensors.torch import load_file
+
+from tests.adapters.lora_cases import CASES, base_model, build_pair, randomize_adapters
 
 
 @pytest.mark.parametrize("name", ["gpt2", "bert", "vit"])
