@@ -151,6 +151,9 @@ def build_ui(booth: Booth) -> gr.Blocks:
     """The whole app; ``booth`` does the work."""
     secret = _secret(booth)
     presets = list(PRESETS)
+    # choices are refreshed per session on load and tab switches; custom values let API clients name
+    # adapters added later (the handlers check every name against the gallery)
+    names = booth.gallery.names()
     default_preset = "CPU demo"
 
     with gr.Blocks(title="lorabooth") as demo:
@@ -249,8 +252,8 @@ def build_ui(booth: Booth) -> gr.Blocks:
                     p_slots = []
                     for i in range(SLOTS):
                         with gr.Row():
-                            dd = gr.Dropdown([], label=f"Adapter {i + 1}", elem_id=f"preview-adapter-{i}",
-                                             allow_custom_value=False)
+                            dd = gr.Dropdown(names, value=None, label=f"Adapter {i + 1}",
+                                             elem_id=f"preview-adapter-{i}", allow_custom_value=True)
                             sl = gr.Slider(0, 2, value=1.0, step=0.05, label="Scale (0 = base)",
                                            elem_id=f"preview-scale-{i}")
                         p_slots.append((dd, sl))
@@ -265,13 +268,15 @@ def build_ui(booth: Booth) -> gr.Blocks:
             m_slots = []
             for i in range(SLOTS):
                 with gr.Row():
-                    dd = gr.Dropdown([], label=f"Adapter {i + 1}", elem_id=f"mix-adapter-{i}")
+                    dd = gr.Dropdown(names, value=None, label=f"Adapter {i + 1}", elem_id=f"mix-adapter-{i}",
+                                     allow_custom_value=True)
                     wt = gr.Number(label="Weight", value=1.0, elem_id=f"mix-weight-{i}")
                 m_slots.append((dd, wt))
             with gr.Row():
                 m_comb = gr.Dropdown(list(MIX_COMBINATIONS), value="cat", label="Combination", elem_id="mix-comb")
                 m_name = gr.Textbox(label="Name of the mix", value="mix", elem_id="mix-name")
                 m_prompt = gr.Textbox(label="Preview prompt", value="a photo of sks dog", elem_id="mix-prompt")
+                m_steps = gr.Slider(1, 100, value=20, step=1, label="Preview steps", elem_id="mix-steps")
             m_btn = gr.Button("Mix and save to gallery", variant="primary", elem_id="mix-btn")
             m_out = gr.Gallery(label="Base vs mix", columns=2, format="png", elem_id="mix-out")
             m_msg = gr.Markdown(elem_id="mix-msg")
@@ -282,7 +287,8 @@ def build_ui(booth: Booth) -> gr.Blocks:
                                   allow_preview=False, object_fit="contain", preview=False)
             g_table = gr.Dataframe(gallery_table(booth), interactive=False, elem_id="gallery-table")
             with gr.Row():
-                g_pick = gr.Dropdown([], label="Adapter", elem_id="gallery-pick")
+                g_pick = gr.Dropdown(names, value=None, label="Adapter", elem_id="gallery-pick",
+                                     allow_custom_value=True)
                 g_fmt = gr.Radio(["peft", "diffusers", "kohya"], value="diffusers", label="Download as",
                                  elem_id="gallery-fmt")
                 g_dl_btn = gr.Button("Prepare download", elem_id="gallery-dl-btn")
@@ -426,12 +432,12 @@ def build_ui(booth: Booth) -> gr.Blocks:
             p_inputs += [dd, sl]
         p_btn.click(on_preview, p_inputs, [p_out, p_msg], api_name="preview")
 
-        def on_mix(comb, name, prompt, *slots):
+        def on_mix(comb, name, prompt, steps, *slots):
             names = [slots[2 * i] for i in range(SLOTS)]
             weights = [slots[2 * i + 1] or 0.0 for i in range(SLOTS)]
             try:
                 record = booth.mix_adapters(names, weights, comb, name)
-                req = PreviewRequest(prompt=prompt or "a photo", steps=10, seed=0)
+                req = PreviewRequest(prompt=prompt or "a photo", steps=int(steps), seed=0)
                 grid = booth.preview_grid(req, [(record["name"], 1.0)])
                 booth.gallery.set_thumbnail(record["name"], grid[-1][0])
             except Exception as exc:
@@ -439,7 +445,7 @@ def build_ui(booth: Booth) -> gr.Blocks:
             keep = [None] * SLOTS + names + [record["name"]]  # preview slots, mix slots, gallery pick
             return grid, f"Saved mix **{record['name']}** ({comb}, r={record.get('r')}) to the gallery.", *_choices(keep)
 
-        m_inputs = [m_comb, m_name, m_prompt]
+        m_inputs = [m_comb, m_name, m_prompt, m_steps]
         for dd, wt in m_slots:
             m_inputs += [dd, wt]
         m_btn.click(on_mix, m_inputs, [m_out, m_msg, *adapter_dropdowns], api_name="mix")
