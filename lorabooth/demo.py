@@ -25,6 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / "assets" / "world-model"
 DEFAULT_SUBJECT = REPO / "assets" / "demo-subject"
+DEMO_UNET_TARGETS = "to_q,to_k,to_v,to_out.0,proj_in,proj_out,ff.net.0.proj,ff.net.2,conv1,conv2,time_emb_proj"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_train_steps", type=int, default=400, help="optimiser steps")
     p.add_argument("--learning_rate", type=float, default=1e-3, help="LoRA learning rate")
     p.add_argument("--rank", type=int, default=8, help="LoRA rank (alpha = rank) of UNet and text encoder")
+    p.add_argument("--lora_target_modules", default=DEMO_UNET_TARGETS,
+                   help="UNet modules that get LoRA; a 4M-parameter UNet needs more than the attention projections")
     p.add_argument("--num_class_images", type=int, default=40, help="class images for prior preservation")
     p.add_argument("--prior_loss_weight", type=float, default=1.0, help="weight of the prior-preservation loss")
     p.add_argument("--no_prior_preservation", action="store_true", help="ablation: train without class images")
@@ -58,7 +61,7 @@ def trainer_flags(opts: argparse.Namespace, subject_info: dict, resolution: int,
         "--pretrained_model_name_or_path", str(opts.model), "--instance_data_dir", str(opts.subject),
         "--instance_prompt", subject_info["instance_prompt"], "--output_dir", str(out / "adapter"),
         "--resolution", str(resolution), "--center_crop", "--use_lora", "--train_text_encoder",
-        "--rank", str(opts.rank), "--train_batch_size", "1", "--max_train_steps", str(opts.max_train_steps),
+        "--rank", str(opts.rank), "--lora_target_modules", opts.lora_target_modules, "--train_batch_size", "1", "--max_train_steps", str(opts.max_train_steps),
         "--learning_rate", str(opts.learning_rate), "--lr_scheduler", "constant", "--lr_warmup_steps", "0",
         "--checkpointing_steps", str(max(50, opts.max_train_steps // 4)), "--checkpoints_total_limit", "1",
         "--seed", str(opts.seed), "--report_to", "tensorboard", "--num_inference_steps", "20",
