@@ -249,3 +249,30 @@ class LoraModel(nn.Module):
 
     def unload(self) -> nn.Module:
         return unload_model(self.model, merge=False)
+
+    # -- mixing (the formulas live in lorabooth.adapters.mixing) ---------------------------------
+    def add_weighted_adapter(self, adapters: list[str], weights: list[float], adapter_name: str,
+                             combination_type: str = "svd", **kwargs: Any) -> Any:
+        """PEFT's ``add_weighted_adapter`` (all 11 combination types); returns a ``MixReport``."""
+        from .mixing import add_weighted_adapter
+
+        return add_weighted_adapter(self, adapters, weights, adapter_name, combination_type=combination_type,
+                                    **kwargs)
+
+    def set_adapters(self, adapter_names: str | list[str], weights: float | list[float] | None = None) -> None:
+        """Several active adapters with per-adapter weights, nothing merged (diffusers' ``set_adapters``)."""
+        from .mixing import set_adapters
+
+        set_adapters(self.model, adapter_names, weights)
+        self.active_adapter = adapter_names if isinstance(adapter_names, str) else list(adapter_names)
+
+    def fuse_lora(self, lora_scale: float = 1.0, adapter_names: list[str] | None = None) -> list[str]:
+        """Fold adapters into the base weights with ``lora_scale``; ``unfuse_lora`` takes them out again."""
+        from .mixing import fuse
+
+        return fuse(self.model, adapter_names, scale=lora_scale)
+
+    def unfuse_lora(self) -> None:
+        from .mixing import unfuse
+
+        unfuse(self.model)
