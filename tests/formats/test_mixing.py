@@ -295,3 +295,23 @@ def test_extract_lora_from_two_models():
                                atol=1e-5, rtol=1e-5)
     with pytest.raises(MixError, match="identical"):
         extract_lora(base, copy.deepcopy(base), rank=2)
+
+
+def test_peft_model_delegates_mixing_methods():
+    """``PeftModel.add_weighted_adapter`` / ``set_adapters`` / ``fuse_lora`` reach lorabooth.adapters.mixing."""
+    _, theirs, ours = _pair(ranks=(4, 4))
+    report = ours.add_weighted_adapter(["default", "b"], [0.5, 0.5], "avg", combination_type="svd")
+    assert report.combination_type == "svd" and report.errors
+    theirs.add_weighted_adapter(["default", "b"], [0.5, 0.5], "avg", combination_type="svd")
+    for name, (a, b) in _factors(theirs, "avg").items():
+        got_a, got_b = _factors(ours, "avg")[name]
+        torch.testing.assert_close(got_a, a, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got_b, b, atol=1e-5, rtol=1e-5)
+    ids, img = torch.randint(0, 20, (2, 5)), torch.randn(1, 4, 6, 6)
+    ours.set_adapters(["default", "b"], [0.3, 0.6])
+    assert ours.active_adapters == ["default", "b"]
+    before = _model_out(ours, ids, img)
+    ours.fuse_lora(lora_scale=1.0)
+    for g, w in zip(_model_out(ours, ids, img), before):
+        torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+    ours.unfuse_lora()
