@@ -9,6 +9,8 @@ hits both alike):
 * peak memory of one forward+backward: the highest RSS (sampled every 0.5 ms) above the RSS just
   before it, after one warm-up step, each library in its own fresh subprocess (so neither can
   inherit the other's high-water mark or heap);
+* one LoRA-wrapped nn.Linear (768 -> 2304, GPT-2's c_attn size) over 200-call bursts: the adapter's
+  own per-call cost, much less exposed to machine noise than whole-model steps;
 * latency of get_peft_model (wrapping a fresh GPT-2), of loading a saved adapter
   (PeftModel.from_pretrained, the base model copy excluded) and of set_adapter (switching between
   two loaded adapters).
@@ -61,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-memory", action="store_true", help="skip the subprocess peak-memory rows")
     parser.add_argument("--memory-samples", type=int, default=2,
                         help="fresh subprocesses per library for each memory row; median reported (default 2)")
-    parser.add_argument("--only", choices=["gpt2", "unet", "latency"], action="append",
+    parser.add_argument("--only", choices=["gpt2", "unet", "layer", "latency"], action="append",
                         help="run only these groups (repeatable); default all")
     parser.add_argument("--out", default=None, help="write the results as JSON to this path")
     return parser.parse_args(argv)
@@ -182,6 +184,37 @@ def bench_model(kind: str, args: argparse.Namespace) -> list[dict]:
     return [row(f"{label} forward", "ms", fwd, 1e3), row(f"{label} forward+backward", "ms", fb, 1e3)]
 
 
+def bench_layer(args: argparse.Namespace) -> list[dict]:
+    """One LoRA-wrapped GPT-2-sized nn.Linear (768 -> 2304), timed over many short calls: the adapter's
+    own per-call cost, far less exposed to machine noise than a whole-model step."""
+    torch.manual_seed(0)
+    base = torch.nn.Sequential()
+    base.add_module("proj", torch.nn.Linear(768, 2304))
+    models = {}
+    for lib in LIBS:
+        mod = lib_module(lib)
+        torch.manual_seed(1)
+        models[lib] = mod.get_peft_model(copy.deepcopy(base), mod.LoraConfig(r=args.rank, lora_alpha=2 * args.rank,
+                                                                           target_modules=["proj"]))
+    x = torch.randn(args.batch, args.seq_len, 768, generator=torch.Generator().manual_seed(3))
+    calls = 200
+
+    def fwd(m) -> None:
+        with torch.no_grad():
+            for _ in range(calls):
+                m(x)
+
+    def fwd_bwd(m) -> None:
+        for _ in range(calls):
+            m(x).sum().backward()
+
+    rows = []
+    for label, fn in (("forward", fwd), ("forward+backward", fwd_bwd)):
+        values = side_by_side({lib: (lambda m=models[lib], fn=fn: fn(m)) for lib in LIBS}, args.repeats, args.warmup)
+        rows.append(row(f"one LoRA Linear 768->2304 {label}", "us", values, 1e6 / calls))
+    return rows
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -299,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("bench_lora.py compares against peft: pip install 'lorabooth[test]'", file=sys.stderr)
         return 2
-    groups = args.only or ["gpt2", "unet", "latency"]
+    groups = args.only or ["gpt2", "unet", "layer", "latency"]
     rows: list[dict] = []
     for kind in ("gpt2", "unet"):
         if kind in groups:
@@ -308,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(bench_memory(kind, args))
             print_table(rows[-3:] if not args.skip_memory else rows[-2:])
             sys.stdout.flush()
+    if "layer" in groups:
+        rows += bench_layer(args)
     if "latency" in groups:
         rows += bench_latency(args)
     print()
