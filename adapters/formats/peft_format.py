@@ -41,9 +41,15 @@ def pattern_value(patterns: dict, path: str, default):
     return default
 
 
-def _load_weights(folder: Path) -> dict[str, torch.Tensor]:
+_KEPT_META = ("ss_", "modelspec.", "lorabooth_")  # kohya/A1111 facts carried through PEFT files
+
+
+def _load_weights(folder: Path, lora: LoraFile | None = None) -> dict[str, torch.Tensor]:
     if (folder / WEIGHTS_NAME).is_file():
-        return read_safetensors(folder / WEIGHTS_NAME)[0]
+        tensors, meta = read_safetensors(folder / WEIGHTS_NAME)
+        if lora is not None:
+            lora.metadata.update({k: v for k, v in meta.items() if k.startswith(_KEPT_META)})
+        return tensors
     if (folder / LEGACY_WEIGHTS_NAME).is_file():
         try:  # old adapters: tensors only, never arbitrary pickled objects
             return torch.load(folder / LEGACY_WEIGHTS_NAME, map_location="cpu", weights_only=True)
@@ -69,7 +75,7 @@ def read_peft_config(folder: Path) -> dict:
 
 def read_peft_part(folder: Path, lora: LoraFile, part: str | None) -> None:
     config = read_peft_config(folder)
-    tensors = _load_weights(folder)
+    tensors = _load_weights(folder, lora)
     halves: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in tensors.items():
         m = _KEY.match(key)
@@ -171,7 +177,8 @@ def write_peft(lora: LoraFile, folder: Path, base_model: str | None = None) -> l
     for part in parts:
         target = folder if len(parts) == 1 else folder / part
         config = json.dumps(peft_config_dict(lora, part, base_model), indent=2, sort_keys=True) + "\n"
-        write_safetensors(target / WEIGHTS_NAME, peft_state_dict(lora, part), {"format": "pt"})
+        meta = {"format": "pt", **{k: v for k, v in lora.metadata.items() if k.startswith(_KEPT_META)}}
+        write_safetensors(target / WEIGHTS_NAME, peft_state_dict(lora, part), meta)
         atomic_write_bytes(target / CONFIG_NAME, config.encode())
         written += [target / WEIGHTS_NAME, target / CONFIG_NAME]
     return written

@@ -134,3 +134,11 @@ def test_kohya_effective_weights_follow_kohyas_rule(lora, tmp_path):
         name = prefix + flatten(path)
         down, up, alpha = raw[f"{name}.lora_down.weight"], raw[f"{name}.lora_up.weight"], raw[f"{name}.alpha"]
         assert torch.equal(lora_delta(down, up, alpha.item() / down.shape[0]), mod.delta()), name
+
+
+def test_kohya_metadata_survives_a_trip_through_peft(lora, tmp_path):
+    save_lora(lora, tmp_path / "a.safetensors", to="kohya", trigger_words=["sks"], training={"seed": 7})
+    save_lora(load_lora(tmp_path / "a.safetensors"), tmp_path / "peft", to="peft")
+    save_lora(load_lora(tmp_path / "peft"), tmp_path / "b.safetensors", to="kohya")
+    meta = load_lora(tmp_path / "b.safetensors").metadata
+    assert meta["modelspec.trigger_phrase"] == "sks" and meta["ss_seed"] == "7"
