@@ -11,6 +11,7 @@ Everything goes through ``LoraFile``, a format-free form (per module: down, up, 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -193,7 +194,8 @@ def describe(lora: LoraFile) -> str:
              f"ranks:    {ranks}", f"alphas:   {[int(a) if a.is_integer() else a for a in alphas]}"
              + ("  (rsLoRA: scale = alpha/sqrt(r))" if lora.use_rslora else "  (scale = alpha/r)"),
              f"params:   {lora.num_parameters():,d} ({size / 2**20:.2f} MiB, {'/'.join(dtypes)})"]
-    kinds = sorted({n.rsplit(".", 1)[-1] for _, n in lora.modules})
+    # the layer kind: what follows the last block index (attn1.to_q, ff.net.2, conv1, self_attn.q_proj)
+    kinds = sorted({re.split(r"\.\d+\.(?=[^\d])", n)[-1] for _, n in lora.modules})
     lines.append(f"targets:  {', '.join(kinds)}")
     for key in sorted(lora.metadata):
         value = lora.metadata[key]
