@@ -8,6 +8,7 @@ otherwise a tiny random pipeline built from configs.
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,9 @@ from lorabooth.adapters.formats import load_lora, save_lora
 
 from tests.formats.conftest import merged_copy, random_lora, tiny_pipeline
 
-WORLD_MODEL = Path(__file__).resolve().parents[2] / "assets" / "world-model"
+# the shipped world model; LORABOOTH_WORLD_MODEL points the oracles at another pipeline folder
+WORLD_MODEL = Path(os.environ.get("LORABOOTH_WORLD_MODEL",
+                                  Path(__file__).resolve().parents[2] / "assets" / "world-model"))
 
 pytestmark = pytest.mark.slow
 
