@@ -17,7 +17,7 @@ REQUIRED_COMPONENTS: dict[str, tuple[str, ...]] = {
     "unet": ("config.json", "diffusion_pytorch_model.safetensors"),
     "vae": ("config.json", "diffusion_pytorch_model.safetensors"),
     "text_encoder": ("config.json", "model.safetensors"),
-    "tokenizer": ("vocab.json", "merges.txt"),
+    "tokenizer": ("tokenizer_config.json",),
     "scheduler": ("scheduler_config.json",),
 }
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -60,6 +60,9 @@ def check_model_folder(path: str | Path) -> Path:
             f = root / component / name
             if not f.is_file():
                 raise ModelFolderError(f"{f} is missing: the {component} of {root} is incomplete; {fix}")
+    tok = root / "tokenizer"
+    if not ((tok / "tokenizer.json").is_file() or ((tok / "vocab.json").is_file() and (tok / "merges.txt").is_file())):
+        raise ModelFolderError(f"{tok} has neither tokenizer.json nor vocab.json + merges.txt; {fix}")
     return root
 
 

@@ -23,7 +23,7 @@ def _fake_model_folder(root: Path) -> Path:
     for comp, files in {"unet": ["config.json", "diffusion_pytorch_model.safetensors"],
                         "vae": ["config.json", "diffusion_pytorch_model.safetensors"],
                         "text_encoder": ["config.json", "model.safetensors"],
-                        "tokenizer": ["vocab.json", "merges.txt"], "scheduler": ["scheduler_config.json"]}.items():
+                        "tokenizer": ["vocab.json", "merges.txt", "tokenizer_config.json"], "scheduler": ["scheduler_config.json"]}.items():
         (root / comp).mkdir(exist_ok=True)
         for f in files:
             (root / comp / f).write_text("{}")
@@ -46,7 +46,7 @@ def test_partial_folder_names_the_missing_file(tmp_path):
         check_model_folder(root)
     shutil.rmtree(root / "tokenizer")
     (root / "unet" / "diffusion_pytorch_model.safetensors").write_text("{}")
-    with pytest.raises(ModelFolderError, match=r"tokenizer/vocab\.json is missing"):
+    with pytest.raises(ModelFolderError, match=r"tokenizer/tokenizer_config\.json is missing"):
         check_model_folder(root)
 
 
