@@ -1,0 +1,53 @@
+"""The shipped world model: loads with plain diffusers, generates 64x64 images that follow the prompt."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+from lorabooth.world.metrics import prompt_adherence_report
+
+MODEL = Path(__file__).resolve().parents[2] / "assets" / "world-model"
+SCORES = json.loads((MODEL / "scores.json").read_text()) if (MODEL / "scores.json").exists() else {}
+
+# A little under what scripts/eval_world_model.py measured (recorded in assets/world-model/scores.json and the
+# model card) with the same seed and settings; the test's own measurement must not fall below it.
+ADHERENCE_LOWER_BOUND = 0.15  # measured 0.203 at step 1,467 (under-trained; raise it when training continues)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    torch.set_num_threads(2)
+    p = StableDiffusionPipeline.from_pretrained(MODEL)
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+def test_model_folder_is_sd_shaped_and_small(pipe):
+    index = json.loads((MODEL / "model_index.json").read_text())
+    assert index["safety_checker"] == [None, None] and index["requires_safety_checker"] is False
+    assert type(pipe.unet).__name__ == "UNet2DConditionModel" and type(pipe.text_encoder).__name__ == "CLIPTextModel"
+    names = {n for n, _ in pipe.unet.named_modules()}
+    assert any(n.endswith("attn2.to_k") for n in names) and any(n.endswith("to_out.0") for n in names)
+    files = [f for f in MODEL.rglob("*") if f.is_file()]
+    assert not [f for f in files if f.suffix in (".bin", ".pt", ".ckpt", ".pth")]
+    assert sum(f.stat().st_size for f in files) <= 40e6
+
+
+def test_generates_64px_images_that_depend_on_the_prompt(pipe):
+    out = pipe(["a photo of a red circle", "a photo of a blue square"], num_inference_steps=8, guidance_scale=5.0,
+               generator=[torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)], output_type="np")
+    imgs = out.images
+    assert imgs.shape == (2, 64, 64, 3) and np.isfinite(imgs).all()
+    assert np.abs(imgs[0] - imgs[1]).mean() > 0.05  # same noise, different prompt -> a different image
+
+
+@pytest.mark.slow
+def test_prompt_adherence_over_64_samples(pipe):
+    settings = SCORES.get("test_settings", {"num_inference_steps": 15, "guidance_scale": 5.0})
+    from lorabooth.world.metrics import as_generate_fn
+
+    rep = prompt_adherence_report(as_generate_fn(pipe, batch_size=64, **settings), n=64, seed=0)
+    assert rep["prompt_adherence"] >= ADHERENCE_LOWER_BOUND, rep
