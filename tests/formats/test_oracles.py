@@ -133,20 +133,21 @@ def test_old_diffusers_spellings(lora_and_reference, tmp_path):
     from safetensors.torch import save_file
 
     lora, _ = lora_and_reference
-    name = "down_blocks.0.attentions.0.transformer_blocks.0.attn1"
-    mod = lora.modules[("unet", f"{name}.to_out.0")]
-    te = lora.modules[("text_encoder", "encoder.layers.0.self_attn.q_proj")]
+    out_key = next(k for p, k in lora.modules if p == "unet" and k.endswith("attn1.to_out.0"))
+    proj_key = next(k for p, k in lora.modules if p == "unet" and k.endswith("proj_in"))
+    te_key = next(k for p, k in lora.modules if p == "text_encoder" and k.endswith("self_attn.q_proj"))
+    name = out_key.removesuffix(".to_out.0")
+    te_attn = te_key.removeprefix("text_model.").removesuffix(".q_proj")  # old files spell text_model.<...>.to_q_lora
+    mod, proj, te = lora.modules[("unet", out_key)], lora.modules[("unet", proj_key)], lora.modules[("text_encoder", te_key)]
     save_file({f"{name}.processor.to_out_lora.down.weight": mod.down,
                f"{name}.processor.to_out_lora.up.weight": mod.up,
-               "unet.down_blocks.0.attentions.0.proj_in.lora.down.weight": mod.down[:, :32].clone(),
-               "unet.down_blocks.0.attentions.0.proj_in.lora.up.weight": mod.up.clone(),
-               "text_encoder.text_model.encoder.layers.0.self_attn.to_q_lora.down.weight": te.down,
-               "text_encoder.text_model.encoder.layers.0.self_attn.to_q_lora.up.weight": te.up},
+               f"unet.{proj_key}.lora.down.weight": proj.down, f"unet.{proj_key}.lora.up.weight": proj.up,
+               f"text_encoder.text_model.{te_attn}.to_q_lora.down.weight": te.down,
+               f"text_encoder.text_model.{te_attn}.to_q_lora.up.weight": te.up},
               tmp_path / "old.safetensors")
     back = load_lora(tmp_path / "old.safetensors")
     assert back.format == "diffusers" and back.unused_keys == []
-    assert set(back.modules) == {("unet", f"{name}.to_out.0"), ("unet", "down_blocks.0.attentions.0.proj_in"),
-                                 ("text_encoder", "encoder.layers.0.self_attn.q_proj")}
+    assert set(back.modules) == {("unet", out_key), ("unet", proj_key), ("text_encoder", te_key)}
     assert all(m.alpha == m.rank for m in back.modules.values())
 
 
