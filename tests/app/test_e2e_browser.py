@@ -146,6 +146,7 @@ def test_train_progress_refresh_two_sessions_stop_resume(server, browser):
     assert int(moved["total"]) == 2000
     page.wait_for_function("document.querySelector('#log-tail textarea').value.includes('Steps')", timeout=30_000)
     _shot(page, "tab-train-running")
+    page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(ARTIFACTS / "readme-train.png"))  # one viewport, for docs/screenshot-app.png
 
     # a browser refresh mid-training still shows the job
