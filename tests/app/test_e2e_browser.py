@@ -124,6 +124,7 @@ def _image_bytes(page, img) -> np.ndarray:
     return np.asarray(Image.open(BytesIO(data)).convert("RGB"), dtype=np.int16)
 
 
+@pytest.mark.timeout(1800)  # trainer start-up twice plus two SIGTERM checkpoints; minutes on a busy CPU
 def test_train_progress_refresh_two_sessions_stop_resume(server, browser):
     booth, url = server
     ctx, page = _open(browser, url)
