@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -25,10 +26,16 @@ SAFETENSORS_WEIGHTS_NAME = "adapter_model.safetensors"
 BIN_WEIGHTS_NAME = "adapter_model.bin"
 
 
-def _atomic_write(path: str, write) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> None:
+    """Call ``write(tmp)`` on a temporary file next to ``path``, then move it into place with ``os.replace``.
+
+    The one place lorabooth writes files: a crash or Ctrl-C leaves the old file or none, never half of one.
+    """
+    path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
+    # ".name.XXXX.tmp": hidden, and no reader mistakes a leftover for a real .png/.safetensors
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     os.close(fd)
     try:
         write(tmp)
@@ -46,7 +53,17 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
 
-    _atomic_write(os.fspath(path), write)
+    atomic_write(path, write)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+
+    atomic_write(path, write)
 
 
 def save_safetensors(
@@ -64,7 +81,7 @@ def save_safetensors(
         seen.add(ptr)
         tensors[key] = tensor.cpu()
     meta = {"format": "pt", **(metadata or {})}
-    _atomic_write(os.fspath(path), lambda tmp: save_file(tensors, tmp, metadata=meta))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
 def _sniff(path: str) -> str:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import unicodedata
 from pathlib import Path
 from typing import Any
+
+from lorabooth.adapters.serialization import atomic_write_bytes
 
 _NAME_OK = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_NAME = 64
@@ -44,20 +45,6 @@ def inside(root: Path, *parts: str) -> Path:
     if path != root and root not in path.parents:
         raise UnsafeNameError(f"path {'/'.join(parts)!r} leaves the data folder {root}")
     return path
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

@@ -12,9 +12,10 @@ import argparse
 import math
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from lorabooth.adapters.serialization import atomic_write_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -268,19 +269,6 @@ def dumps_toml(values: dict[str, Any]) -> str:
     lines = ["# lorabooth DreamBooth run; repeat it with: lorabooth train --config <this file>"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
     return "\n".join(lines) + "\n"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_resolved_config(args: argparse.Namespace, output_dir: Path) -> Path:

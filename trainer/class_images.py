@@ -8,14 +8,13 @@ half-written PNG.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from .checks import list_images
+from .validation import save_png
 
 CLASS_IMAGE_PATTERN = "class-{index:05d}.png"
 
@@ -33,18 +32,6 @@ def _free_indices(class_dir: Path, count: int) -> list[int]:
             out.append(i)
         i += 1
     return out
-
-
-def _save_png_atomic(image, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def generate_class_images(
@@ -87,7 +74,7 @@ def generate_class_images(
             generator=generators,
         ).images
         for i, image in zip(batch, images, strict=True):
-            _save_png_atomic(image, class_dir / CLASS_IMAGE_PATTERN.format(index=i))
+            save_png(image, class_dir / CLASS_IMAGE_PATTERN.format(index=i))
         bar.update(len(batch))
     bar.close()
     del pipe

@@ -9,11 +9,10 @@ alpha that differs from the rank survives the trip. Kept small so ``adapters/for
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+from lorabooth.adapters.serialization import atomic_write
 from safetensors.torch import save_file
 
 DIFFUSERS_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
@@ -54,14 +53,6 @@ def write_diffusers_lora(
             tensors[f"{prefix}.{key}"] = value.detach().to("cpu").contiguous()
         for key, value in _component_metadata(config).items():
             metadata[f"{prefix}.{key}"] = value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"format": "pt", METADATA_KEY: json.dumps(metadata, indent=2, sort_keys=True)})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    header = {"format": "pt", METADATA_KEY: json.dumps(metadata, indent=2, sort_keys=True)}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
     return path

@@ -6,12 +6,11 @@ changes the training run (a run with validation has the same loss curve as one w
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from lorabooth.adapters.serialization import atomic_write
 
 
 def build_pipeline(model_path: str, revision: str | None, unet, text_encoder, vae, tokenizer, dtype: torch.dtype):
@@ -39,16 +38,8 @@ def sample_images(pipe, prompt: str, count: int, *, seed: int, resolution: int, 
 
 
 def save_png(image, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write a PIL image as PNG atomically (a killed run never leaves half an image)."""
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
     return path
 
 
