@@ -485,15 +485,15 @@ def _write_outputs(args, output_dir: Path, unet, text_encoder, configs, validati
 
     files: dict[str, Path] = {}
     if args.use_lora:
-        from lorabooth.trainer.export import DIFFUSERS_WEIGHT_NAME, write_diffusers_lora
+        from lorabooth.adapters.formats.diffusers_format import WEIGHTS_NAME, write_diffusers
+        from lorabooth.adapters.formats.peft_format import read_peft
 
         files["unet"] = lora.save_peft_folder(output_dir / "unet", unet, configs["unet"])
-        components = {"unet": (lora.adapter_state_dict(unet), configs["unet"])}
         if text_encoder is not None:
             files["text_encoder"] = lora.save_peft_folder(output_dir / "text_encoder", text_encoder,
                                                           configs["text_encoder"])
-            components["text_encoder"] = (lora.adapter_state_dict(text_encoder), configs["text_encoder"])
-        files["diffusers"] = write_diffusers_lora(output_dir / DIFFUSERS_WEIGHT_NAME, components)
+        # the single diffusers file is written from the PEFT folders just saved: one converter for all files
+        files["diffusers"] = write_diffusers(read_peft(output_dir), output_dir / WEIGHTS_NAME)[0]
     else:
         files.update(_save_full_pipeline(args, output_dir, unet, text_encoder))
     files["config"] = write_resolved_config(args, output_dir)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .lora_file import LoraFile, LoraModule
-from .names import text_path_for_installed
+from .names import text_path_for_installed, with_text_model_prefix
 from .peft_format import pattern_value, peft_config_dict
 from .safeio import FormatError, read_safetensors, write_safetensors
 
@@ -124,8 +124,11 @@ def write_diffusers(lora: LoraFile, file: Path, fold_alpha: bool = False) -> lis
     for part in lora.parts():
         for path, mod in sorted(lora.part_modules(part).items()):
             up = mod.up * mod.scale(lora.use_rslora) if fold_alpha else mod.up
-            tensors[f"{part}.{path}.lora_A.weight"] = mod.down
-            tensors[f"{part}.{path}.lora_B.weight"] = up.to(mod.up.dtype)
+            # CLIP paths keep the `text_model.` level every reader knows (transformers 5 dropped it from the
+            # module names; diffusers strips it again there), so the file loads under both generations.
+            key = f"{part}.{path if part == 'unet' else with_text_model_prefix(path)}"
+            tensors[f"{key}.lora_A.weight"] = mod.down
+            tensors[f"{key}.lora_B.weight"] = up.to(mod.up.dtype)
         if not fold_alpha:
             config = peft_config_dict(lora, part)
             config.pop("base_model_name_or_path")
