@@ -31,14 +31,20 @@ def test_caches_vprediction_snr_offset_accumulation_workers(instance_dir, tmp_pa
 
 
 @pytest.mark.slow
-def test_bf16_keeps_frozen_base_in_half_and_lora_in_fp32(tiny_model, instance_dir, tmp_path):
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_keeps_frozen_base_in_half_and_lora_in_fp32(tiny_model, instance_dir, tmp_path, precision):
+    # fp16 runs accelerate's GradScaler (on CPU too): fp16 trainable weights would fail with
+    # "Attempting to unscale FP16 gradients"; gradient checkpointing is on, as on a T4.
     out = tmp_path / "out"
     result = train(parse_args(base_flags(tiny_model, instance_dir, out, use_lora=True, train_text_encoder=True,
-                                         mixed_precision="bf16", max_train_steps=1, resolution=16)))
-    assert np.isfinite(result.losses[0])
-    assert result.dtypes == {"frozen": "torch.bfloat16", "trainable": "torch.float32"}
+                                         mixed_precision=precision, max_train_steps=2, resolution=16,
+                                         gradient_checkpointing=True)))
+    assert len(result.losses) == 2 and np.isfinite(result.losses).all()
+    half = {"bf16": "torch.bfloat16", "fp16": "torch.float16"}[precision]
+    assert result.dtypes == {"frozen": half, "trainable": "torch.float32"}
     weights = load_file(str(out / "text_encoder" / "adapter_model.safetensors"))
     assert all(v.dtype == torch.float32 for v in weights.values())  # saved from the fp32 master weights
+    assert any(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k)  # the steps were applied
 
 
 def test_class_images_are_seeded_per_image_and_resumable(tiny_model, tmp_path):
