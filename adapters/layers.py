@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .adapter_holder import AdapterHolder, adapter_name_list
 from .errors import AdapterNameError, MergeError, UnsupportedModuleError
 
 
@@ -47,7 +48,7 @@ class _ScalingDict(dict):
         self._changed()
 
 
-class LoraLayer(nn.Module):
+class LoraLayer(AdapterHolder):
     """Base of every LoRA layer: adapter bookkeeping, activation, merge / unmerge."""
 
     adapter_layer_names: tuple[str, ...] = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B")
@@ -63,8 +64,6 @@ class LoraLayer(nn.Module):
         self.lora_A = nn.ModuleDict()
         self.lora_B = nn.ModuleDict()
         self.merged_adapters: list[str] = []
-        self._active_adapter: list[str] = []
-        self._disable_adapters = False
         # (lora_A, lora_B, dropout-or-None, scaling) for each active adapter present here.
         self._active_path: tuple[tuple[Any, Any, Any, float], ...] = ()
 
@@ -79,18 +78,6 @@ class LoraLayer(nn.Module):
     @property
     def bias(self) -> torch.Tensor | None:
         return getattr(self.base_layer, "bias", None)
-
-    @property
-    def active_adapter(self) -> str | list[str]:
-        return self._active_adapter[0] if len(self._active_adapter) == 1 else list(self._active_adapter)
-
-    @property
-    def active_adapters(self) -> list[str]:
-        return list(self._active_adapter)
-
-    @property
-    def disable_adapters(self) -> bool:
-        return self._disable_adapters
 
     @property
     def merged(self) -> bool:
@@ -108,7 +95,7 @@ class LoraLayer(nn.Module):
 
     def set_adapter(self, adapter_names: str | list[str], inference_mode: bool = False) -> None:
         """Activate ``adapter_names``; their weights train unless ``inference_mode``, all others freeze."""
-        names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+        names = adapter_name_list(adapter_names)
         for container in self._adapter_dicts():
             for key, item in container.items():
                 item.requires_grad_(key in names and not inference_mode)

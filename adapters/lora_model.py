@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import nn
 
+from .adapter_holder import adapter_name_list
 from .config import LoraConfig
 from .errors import AdapterNameError, MergeError
 from .injection import apply_injection, get_submodule_parent, plan_injection, wrap_modules_to_save
@@ -36,7 +37,7 @@ def _wrappers(model: nn.Module) -> Iterator[tuple[str, ModulesToSaveWrapper]]:
 
 def set_active_adapters(model: nn.Module, adapter_names: str | list[str], inference_mode: bool = False) -> None:
     """Activate ``adapter_names`` on every LoRA layer and modules_to_save wrapper of ``model``."""
-    names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+    names = adapter_name_list(adapter_names)
     known = getattr(model, "peft_config", None)
     if known is not None:
         missing = [name for name in names if name not in known]

@@ -12,10 +12,11 @@ from typing import Any
 
 from torch import nn
 
+from .adapter_holder import AdapterHolder, adapter_name_list
 from .errors import AdapterNameError, UnsupportedModuleError
 
 
-class ModulesToSaveWrapper(nn.Module):
+class ModulesToSaveWrapper(AdapterHolder):
     def __init__(self, module_to_save: nn.Module, adapter_name: str) -> None:
         super().__init__()
         if isinstance(module_to_save, (nn.ModuleDict, nn.ModuleList, nn.ParameterDict, nn.ParameterList)):
@@ -24,21 +25,8 @@ class ModulesToSaveWrapper(nn.Module):
             )
         self.original_module = module_to_save
         self.modules_to_save = nn.ModuleDict()
-        self._active_adapter: list[str] = [adapter_name]
-        self._disable_adapters = False
+        self._active_adapter = [adapter_name]
         self.update(adapter_name)
-
-    @property
-    def active_adapter(self) -> str | list[str]:
-        return self._active_adapter[0] if len(self._active_adapter) == 1 else list(self._active_adapter)
-
-    @property
-    def active_adapters(self) -> list[str]:
-        return list(self._active_adapter)
-
-    @property
-    def disable_adapters(self) -> bool:
-        return self._disable_adapters
 
     def update(self, adapter_name: str) -> None:
         if adapter_name not in self.modules_to_save:
@@ -48,8 +36,7 @@ class ModulesToSaveWrapper(nn.Module):
 
     def set_adapter(self, adapter_names: str | list[str], inference_mode: bool = False) -> None:
         """At most one copy can be active (there is no meaningful way to add two heads)."""
-        names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
-        names = [name for name in names if name in self.modules_to_save]
+        names = [name for name in adapter_name_list(adapter_names) if name in self.modules_to_save]
         if len(names) > 1:
             raise AdapterNameError(f"only one adapter can be active on a modules_to_save module, got {names}.")
         for module in self.modules_to_save.values():
