@@ -63,3 +63,18 @@ def test_class_images_are_seeded_per_image_and_resumable(tiny_model, tmp_path):
     assert np.abs(first[files[0].name] - first[files[2].name]).max() > 2  # different seeds differ
     assert generate_class_images(str(tiny_model), folder, "a photo of dog", 3, **common) == 0
     assert not list(folder.glob(".*tmp"))
+
+
+def test_8bit_adam_is_bitsandbytes_and_trains(tiny_model, instance_dir, tmp_path):
+    pytest.importorskip("bitsandbytes", reason="bitsandbytes is a dependency of lorabooth; reinstall with `make install`")
+    out = tmp_path / "out"
+    result = train(parse_args(base_flags(tiny_model, instance_dir, out, use_lora=True, use_8bit_adam=True,
+                                         max_train_steps=2, checkpointing_steps=2, resolution=16)))
+    assert len(result.losses) == 2 and np.isfinite(result.losses).all()
+    saved = torch.load(out / "checkpoint-2" / "optimizer.bin", weights_only=False)
+    # bitsandbytes' optimiser state format (plain torch AdamW has neither key); it quantises the moments of
+    # tensors of >= 4096 elements to uint8, bigger than any LoRA factor of the tiny model
+    assert all("__bnb_optimizer_quant_state__" in s for s in saved["state"].values())
+    assert "t_beta3" in saved["param_groups"][0]
+    weights = load_file(str(out / "unet" / "adapter_model.safetensors"))
+    assert any(v.abs().sum() > 0 for k, v in weights.items() if ".lora_B." in k)
