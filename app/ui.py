@@ -156,6 +156,8 @@ def build_ui(booth: Booth) -> gr.Blocks:
     names = booth.gallery.names()
     default_preset = "CPU demo"
 
+    # prompts the shipped demo subject answers to ("a photo of sks star" on the world model)
+    subject_prompt = booth.demo.get("instance_prompt") or "a photo of sks dog"
     with gr.Blocks(title="lorabooth") as demo:
         token = gr.BrowserState("", storage_key="lorabooth_owner", secret=secret)
         selected = gr.State("")  # the job shown in the live panel
@@ -241,7 +243,7 @@ def build_ui(booth: Booth) -> gr.Blocks:
             with gr.Row():
                 with gr.Column():
                     p_model = gr.Textbox(label="Base model", value=booth.base_model, elem_id="preview-model")
-                    p_prompt = gr.Textbox(label="Prompt", value="a photo of sks dog", elem_id="preview-prompt")
+                    p_prompt = gr.Textbox(label="Prompt", value=subject_prompt, elem_id="preview-prompt")
                     p_neg = gr.Textbox(label="Negative prompt", value="")
                     with gr.Row():
                         p_steps = gr.Slider(1, 100, value=20, step=1, label="Steps", elem_id="preview-steps")
@@ -275,7 +277,7 @@ def build_ui(booth: Booth) -> gr.Blocks:
             with gr.Row():
                 m_comb = gr.Dropdown(list(MIX_COMBINATIONS), value="cat", label="Combination", elem_id="mix-comb")
                 m_name = gr.Textbox(label="Name of the mix", value="mix", elem_id="mix-name")
-                m_prompt = gr.Textbox(label="Preview prompt", value="a photo of sks dog", elem_id="mix-prompt")
+                m_prompt = gr.Textbox(label="Preview prompt", value=subject_prompt, elem_id="mix-prompt")
                 m_steps = gr.Slider(1, 100, value=20, step=1, label="Preview steps", elem_id="mix-steps")
             m_btn = gr.Button("Mix and save to gallery", variant="primary", elem_id="mix-btn")
             m_out = gr.Gallery(label="Base vs mix", columns=2, format="png", elem_id="mix-out")
