@@ -26,6 +26,13 @@ def is_conv1d(module: nn.Module) -> bool:
     return type(module).__name__ == "Conv1D" and hasattr(module, "nf") and hasattr(module, "weight")
 
 
+def _new_module(module_cls: type[nn.Module], *args: Any, skip_init: bool, **kwargs: Any) -> nn.Module:
+    # torch's skip_init builds on the meta device, then allocates: no init, no random numbers drawn.
+    if skip_init:
+        return torch.nn.utils.skip_init(module_cls, *args, **kwargs)
+    return module_cls(*args, **kwargs)
+
+
 class _ScalingDict(dict):
     """``scaling`` that keeps the layer's cached forward path in step when code outside this module
     rescales an adapter in place (``layer.scaling[name] *= w``, as diffusers-style helpers do)."""
@@ -93,12 +100,19 @@ class LoraLayer(AdapterHolder):
             if container is not None:
                 yield container
 
-    def set_adapter(self, adapter_names: str | list[str], inference_mode: bool = False) -> None:
-        """Activate ``adapter_names``; their weights train unless ``inference_mode``, all others freeze."""
+    def set_adapter(
+        self, adapter_names: str | list[str], inference_mode: bool = False, *, keep_grad: bool = False
+    ) -> None:
+        """Activate ``adapter_names``; their weights train unless ``inference_mode``, all others freeze.
+
+        With ``keep_grad`` only the forward path switches and every ``requires_grad`` stays as it is:
+        changing the mix between generations must not change what a later training run trains.
+        """
         names = adapter_name_list(adapter_names)
-        for container in self._adapter_dicts():
-            for key, item in container.items():
-                item.requires_grad_(key in names and not inference_mode)
+        if not keep_grad:
+            for container in self._adapter_dicts():
+                for key, item in container.items():
+                    item.requires_grad_(key in names and not inference_mode)
         self._active_adapter = names
         self._refresh_active_path()
 
@@ -118,7 +132,24 @@ class LoraLayer(AdapterHolder):
     def _adapter_entry(self, name: str, dropout: nn.Module | None) -> tuple[Any, Any, Any, float]:
         return (self.lora_A[name], self.lora_B[name], dropout, self.scaling[name])
 
-    def _register_common(self, adapter_name: str, r: int, lora_alpha: float, lora_dropout: float, use_rslora: bool):
+    # -- adding an adapter --------------------------------------------------------------------
+    def update_layer(
+        self,
+        adapter_name: str,
+        r: int,
+        lora_alpha: float,
+        lora_dropout: float = 0.0,
+        init_lora_weights: bool | str = True,
+        use_rslora: bool = False,
+        *,
+        skip_init: bool = False,
+    ) -> None:
+        """Add adapter ``adapter_name`` of rank ``r``; it becomes active if nothing else is.
+
+        ``skip_init=True`` leaves the new factors uninitialised (no random numbers drawn, whatever
+        ``init_lora_weights`` says): only for callers that overwrite them right away, e.g. when
+        loading a file, where the random init would be most of the load time.
+        """
         if adapter_name in self.r:
             raise AdapterNameError(f"adapter {adapter_name!r} already exists on this layer.")
         self.r[adapter_name] = r
@@ -126,6 +157,29 @@ class LoraLayer(AdapterHolder):
         self.use_rslora[adapter_name] = use_rslora
         self.scaling[adapter_name] = lora_alpha / math.sqrt(r) if use_rslora else lora_alpha / r
         self.lora_dropout[adapter_name] = nn.Dropout(p=lora_dropout) if lora_dropout > 0.0 else nn.Identity()
+        # Same construction order as PEFT so that a fixed seed gives the same initial numbers.
+        self._add_factors(adapter_name, r, skip_init)
+        if init_lora_weights is not False and not skip_init:
+            self._init_factors(adapter_name, r, init_lora_weights)
+        self._finish_update(adapter_name)
+
+    def _add_factors(self, adapter_name: str, r: int, skip_init: bool) -> None:
+        self.lora_A[adapter_name], self.lora_B[adapter_name] = self._new_factors(r, skip_init)
+
+    def _new_factors(self, r: int, skip_init: bool) -> tuple[nn.Module, nn.Module]:
+        """The (A, B) modules of a new rank-``r`` adapter, A built first."""
+        raise NotImplementedError
+
+    def _factors(self, adapter_name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.lora_A[adapter_name].weight, self.lora_B[adapter_name].weight
+
+    def _init_factors(self, adapter_name: str, r: int, init_lora_weights: bool | str) -> None:
+        a, b = self._factors(adapter_name)
+        if init_lora_weights is True:
+            nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+        else:  # "gaussian"
+            nn.init.normal_(a, std=1 / r)
+        nn.init.zeros_(b)
 
     def _finish_update(self, adapter_name: str) -> None:
         weight = self.base_layer.weight
@@ -169,6 +223,12 @@ class LoraLayer(AdapterHolder):
 
     # -- merging -------------------------------------------------------------------------------
     def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
+        """What merging adds to the base weight: ``scaling * B A``, in the base weight's layout."""
+        a, b, dtype = self._cast_delta(*self._factors(adapter_name))
+        return (self._compose(a, b) * self.scaling[adapter_name]).to(dtype)
+
+    def _compose(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``B A`` shaped like the base weight."""
         raise NotImplementedError
 
     def _to_merge(self, adapter_names: list[str] | None) -> list[str]:
@@ -215,6 +275,9 @@ class LoraLayer(AdapterHolder):
         result = self.base_layer(x, *args, **kwargs)
         if self._disable_adapters or self.merged_adapters or not self._active_path:
             return result
+        return self._add_adapter_outputs(result, x)
+
+    def _add_adapter_outputs(self, result: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         for lora_A, lora_B, dropout, scaling in self._active_path:
             h = x if x.dtype == lora_A.weight.dtype else x.to(lora_A.weight.dtype)
             if dropout is not None:
@@ -248,33 +311,15 @@ class Linear(LoraLayer):
             raise UnsupportedModuleError(f"lora.Linear cannot wrap {type(base_layer).__name__}.")
         self.fan_in_fan_out = fan_in_fan_out
 
-    def update_layer(
-        self,
-        adapter_name: str,
-        r: int,
-        lora_alpha: float,
-        lora_dropout: float = 0.0,
-        init_lora_weights: bool | str = True,
-        use_rslora: bool = False,
-    ) -> None:
-        self._register_common(adapter_name, r, lora_alpha, lora_dropout, use_rslora)
-        # Same construction order as PEFT so that a fixed seed gives the same initial numbers.
-        self.lora_A[adapter_name] = nn.Linear(self.in_features, r, bias=False)
-        self.lora_B[adapter_name] = nn.Linear(r, self.out_features, bias=False)
-        if init_lora_weights is not False:
-            if init_lora_weights is True:
-                nn.init.kaiming_uniform_(self.lora_A[adapter_name].weight, a=math.sqrt(5))
-            else:  # "gaussian"
-                nn.init.normal_(self.lora_A[adapter_name].weight, std=1 / r)
-            nn.init.zeros_(self.lora_B[adapter_name].weight)
-        self._finish_update(adapter_name)
+    def _new_factors(self, r: int, skip_init: bool) -> tuple[nn.Module, nn.Module]:
+        return (
+            _new_module(nn.Linear, self.in_features, r, bias=False, skip_init=skip_init),
+            _new_module(nn.Linear, r, self.out_features, bias=False, skip_init=skip_init),
+        )
 
-    def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
-        a, b, dtype = self._cast_delta(self.lora_A[adapter_name].weight, self.lora_B[adapter_name].weight)
+    def _compose(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         delta = b @ a
-        if self.fan_in_fan_out:
-            delta = delta.T
-        return (delta * self.scaling[adapter_name]).to(dtype)
+        return delta.T if self.fan_in_fan_out else delta
 
 
 class Conv1D(Linear):
@@ -297,37 +342,19 @@ class Conv2d(LoraLayer):
             )
         self.in_features, self.out_features = base_layer.in_channels, base_layer.out_channels
 
-    def update_layer(
-        self,
-        adapter_name: str,
-        r: int,
-        lora_alpha: float,
-        lora_dropout: float = 0.0,
-        init_lora_weights: bool | str = True,
-        use_rslora: bool = False,
-    ) -> None:
-        self._register_common(adapter_name, r, lora_alpha, lora_dropout, use_rslora)
+    def _new_factors(self, r: int, skip_init: bool) -> tuple[nn.Module, nn.Module]:
         base = self.base_layer
-        self.lora_A[adapter_name] = nn.Conv2d(
-            self.in_features, r, base.kernel_size, base.stride, base.padding, bias=False
+        return (
+            _new_module(nn.Conv2d, self.in_features, r, base.kernel_size, base.stride, base.padding, bias=False,
+                        skip_init=skip_init),
+            _new_module(nn.Conv2d, r, self.out_features, (1, 1), (1, 1), bias=False, skip_init=skip_init),
         )
-        self.lora_B[adapter_name] = nn.Conv2d(r, self.out_features, (1, 1), (1, 1), bias=False)
-        if init_lora_weights is not False:
-            if init_lora_weights is True:
-                nn.init.kaiming_uniform_(self.lora_A[adapter_name].weight, a=math.sqrt(5))
-            else:
-                nn.init.normal_(self.lora_A[adapter_name].weight, std=1 / r)
-            nn.init.zeros_(self.lora_B[adapter_name].weight)
-        self._finish_update(adapter_name)
 
-    def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
-        a, b, dtype = self._cast_delta(self.lora_A[adapter_name].weight, self.lora_B[adapter_name].weight)
+    def _compose(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if self.base_layer.weight.shape[2:4] == (1, 1):
-            delta = (b.squeeze(3).squeeze(2) @ a.squeeze(3).squeeze(2)).unsqueeze(2).unsqueeze(3)
-        else:
-            # Compose the two convolutions into one kernel: (out, r, 1, 1) * (r, in, k, k) -> (out, in, k, k).
-            delta = F.conv2d(a.transpose(0, 1), b).transpose(0, 1)
-        return (delta * self.scaling[adapter_name]).to(dtype)
+            return (b.squeeze(3).squeeze(2) @ a.squeeze(3).squeeze(2)).unsqueeze(2).unsqueeze(3)
+        # Compose the two convolutions into one kernel: (out, r, 1, 1) * (r, in, k, k) -> (out, in, k, k).
+        return F.conv2d(a.transpose(0, 1), b).transpose(0, 1)
 
 
 class Embedding(LoraLayer):
@@ -339,39 +366,29 @@ class Embedding(LoraLayer):
         self.lora_embedding_B = nn.ParameterDict()
         self.in_features, self.out_features = base_layer.num_embeddings, base_layer.embedding_dim
 
-    def update_layer(
-        self,
-        adapter_name: str,
-        r: int,
-        lora_alpha: float,
-        lora_dropout: float = 0.0,
-        init_lora_weights: bool | str = True,
-        use_rslora: bool = False,
-    ) -> None:
-        self._register_common(adapter_name, r, lora_alpha, lora_dropout, use_rslora)
-        self.lora_embedding_A[adapter_name] = nn.Parameter(torch.randn((r, self.in_features)))
-        self.lora_embedding_B[adapter_name] = nn.Parameter(torch.randn((self.out_features, r)))
-        if init_lora_weights is not False:
-            # PEFT (after loralib): A zero, B normal, whatever the init flavour.
-            nn.init.zeros_(self.lora_embedding_A[adapter_name])
-            nn.init.normal_(self.lora_embedding_B[adapter_name])
-        self._finish_update(adapter_name)
+    def _add_factors(self, adapter_name: str, r: int, skip_init: bool) -> None:
+        new = torch.empty if skip_init else torch.randn
+        self.lora_embedding_A[adapter_name] = nn.Parameter(new((r, self.in_features)))
+        self.lora_embedding_B[adapter_name] = nn.Parameter(new((self.out_features, r)))
+
+    def _factors(self, adapter_name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.lora_embedding_A[adapter_name], self.lora_embedding_B[adapter_name]
+
+    def _init_factors(self, adapter_name: str, r: int, init_lora_weights: bool | str) -> None:
+        # PEFT (after loralib): A zero, B normal, whatever the init flavour.
+        a, b = self._factors(adapter_name)
+        nn.init.zeros_(a)
+        nn.init.normal_(b)
 
     def _adapter_entry(self, name: str, dropout: nn.Module | None) -> tuple[Any, Any, Any, float]:
         # Parameters are looked up by name at call time: a bare Parameter could be swapped out
         # (load_state_dict(assign=True)) behind a cached reference, a module could not.
         return (name, None, None, self.scaling[name])
 
-    def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
-        a, b, dtype = self._cast_delta(self.lora_embedding_A[adapter_name], self.lora_embedding_B[adapter_name])
-        return ((b @ a).T * self.scaling[adapter_name]).to(dtype)
+    def _compose(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (b @ a).T
 
-    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if self._disable_adapters and self.merged_adapters:
-            self.unmerge()
-        result = self.base_layer(x, *args, **kwargs)
-        if self._disable_adapters or self.merged_adapters or not self._active_path:
-            return result
+    def _add_adapter_outputs(self, result: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         base = self.base_layer
         for name, _, _, scaling in self._active_path:
             emb_A, emb_B = self.lora_embedding_A[name], self.lora_embedding_B[name]
