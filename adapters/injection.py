@@ -189,8 +189,10 @@ def plan_injection(model: nn.Module, config: LoraConfig, adapter_name: str) -> I
     return InjectionPlan(config=config, targets=targets, modules_to_save=list(config.modules_to_save or []))
 
 
-def apply_injection(model: nn.Module, plan: InjectionPlan, adapter_name: str) -> list[str]:
-    """Wrap each planned target (or add the adapter to an existing LoRA layer); returns the names."""
+def apply_injection(model: nn.Module, plan: InjectionPlan, adapter_name: str, *, skip_init: bool = False) -> list[str]:
+    """Wrap each planned target (or add the adapter to an existing LoRA layer); returns the names.
+
+    ``skip_init``: leave the adapter's factors uninitialised (see ``LoraLayer.update_layer``)."""
     config = plan.config
     for key, r, alpha in plan.targets:
         module = model.get_submodule(key)
@@ -205,6 +207,7 @@ def apply_injection(model: nn.Module, plan: InjectionPlan, adapter_name: str) ->
             lora_dropout=config.lora_dropout,
             init_lora_weights=config.init_lora_weights,
             use_rslora=config.use_rslora,
+            skip_init=skip_init,
         )
         if layer is not module:
             parent, child = get_submodule_parent(model, key)

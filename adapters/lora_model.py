@@ -79,11 +79,13 @@ def inject_lora(
     adapter_name: str,
     peft_config: dict[str, LoraConfig],
     active: list[str],
+    *,
+    skip_init: bool = False,
 ) -> None:
     """Validate, then add adapter ``adapter_name`` to ``model`` and register its config."""
     plan = plan_injection(model, config, adapter_name)
     existing_grad = [(p, p.requires_grad) for p in model.parameters()] if peft_config else []
-    apply_injection(model, plan, adapter_name)
+    apply_injection(model, plan, adapter_name, skip_init=skip_init)
     peft_config[adapter_name] = plan.config
     set_active_adapters_unchecked(model, active, inference_mode=plan.config.inference_mode)
     freeze_all_but_adapters(model, peft_config, active)
@@ -180,12 +182,13 @@ class LoraModel(nn.Module):
 
     prefix = "lora_"
 
-    def __init__(self, model: nn.Module, config: LoraConfig, adapter_name: str = "default") -> None:
+    def __init__(self, model: nn.Module, config: LoraConfig, adapter_name: str = "default", *,
+                 skip_init: bool = False) -> None:
         super().__init__()
         self.model = model
         self.peft_config: dict[str, LoraConfig] = dict(getattr(model, "peft_config", {}) or {})
         self.active_adapter: str | list[str] = adapter_name
-        inject_lora(model, config, adapter_name, self.peft_config, [adapter_name])
+        inject_lora(model, config, adapter_name, self.peft_config, [adapter_name], skip_init=skip_init)
         self.model.peft_config = self.peft_config
 
     @property

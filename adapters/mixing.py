@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .errors import AdapterError, AdapterNameError, MergeError
+from .layers import LoraLayer
 
 COMBINATION_TYPES = ("svd", "linear", "cat", "ties", "ties_svd", "dare_ties", "dare_linear", "dare_ties_svd",
                      "dare_linear_svd", "magnitude_prune", "magnitude_prune_svd")
@@ -364,18 +365,15 @@ class AdapterMixer:
             if getattr(layer, "merged_adapters", None):
                 raise MergeError("adapters are fused into the base weights; unfuse() before changing the mix")
             active = [n for n in names if n in layer.r] or names[:1]
-            cached = hasattr(layer, "_refresh_active_path")
-            if cached:
-                # lorabooth layers: switch what the forward uses without touching requires_grad, so changing
-                # the mix between generations never changes what a later training run would train
-                layer._active_adapter = active
-            elif list(layer.active_adapters) != active:
+            if isinstance(layer, LoraLayer):
+                # changing the mix between generations must not change what a later training run trains
+                layer.set_adapter(active, keep_grad=True)
+            elif list(layer.active_adapters) != active:  # a PEFT layer
                 layer.set_adapter(active)
             for name, weight in zip(names, weights):
                 if name in layer.r:
+                    # a LoraLayer's scaling dict keeps its cached forward path in step
                     layer.scaling[name] = float(weight) * _base_scaling(layer, name)
-            if cached:
-                layer._refresh_active_path()
 
 
 def _set_scale(layer: nn.Module, name: str, weight: float) -> None:

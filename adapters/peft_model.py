@@ -257,13 +257,17 @@ def get_peft_model(model: nn.Module, peft_config: PeftConfig, adapter_name: str 
     return cls(model, peft_config, adapter_name)
 
 
-def inject_adapter_in_model(peft_config: PeftConfig, model: nn.Module, adapter_name: str = "default") -> nn.Module:
+def inject_adapter_in_model(
+    peft_config: PeftConfig, model: nn.Module, adapter_name: str = "default", *, skip_init: bool = False
+) -> nn.Module:
     """Put LoRA layers into ``model`` in place (no wrapper) — for diffusers UNets and text encoders.
 
     Afterwards ``model.peft_config[adapter_name]`` holds the config; use
     ``get_peft_model_state_dict`` / ``set_peft_model_state_dict`` to save and load its weights.
+    ``skip_init=True`` leaves the new adapter weights uninitialised (no random numbers drawn): only
+    when every one of them is overwritten right after, as when loading a file.
     """
     if not isinstance(peft_config, LoraConfig):
         raise ConfigError(f"lorabooth implements LoRA only; got {type(peft_config).__name__}.")
-    LoraModel(model, peft_config, adapter_name)
+    LoraModel(model, peft_config, adapter_name, skip_init=skip_init)
     return model

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -51,8 +49,8 @@ def apply_lora(model: nn.Module, lora: LoraFile, part: str | None = None, adapte
     config = LoraConfig(r=cfg["r"], lora_alpha=cfg["lora_alpha"], target_modules=targets,
                         rank_pattern=cfg["rank_pattern"], alpha_pattern=cfg["alpha_pattern"],
                         use_rslora=cfg["use_rslora"], inference_mode=True)
-    with _skip_parameter_init():
-        inject_adapter_in_model(config, model, adapter_name)
+    # every factor is overwritten just below: skip the random init (at SD size, most of the load time)
+    inject_adapter_in_model(config, model, adapter_name, skip_init=True)
     try:
         with torch.no_grad():
             for path, mod in mods.items():
@@ -65,22 +63,6 @@ def apply_lora(model: nn.Module, lora: LoraFile, part: str | None = None, adapte
         delete_adapter(model, adapter_name)
         raise
     return len(mods)
-
-
-@contextmanager
-def _skip_parameter_init() -> Iterator[None]:
-    """The new adapter tensors are overwritten right after injection: skip torch's random init meanwhile
-    (at SD size that init is most of the load time). Not thread-safe: model building in another thread
-    during these milliseconds would also skip its init."""
-    names = ("kaiming_uniform_", "uniform_", "normal_", "zeros_")
-    saved = {n: getattr(nn.init, n) for n in names}
-    try:
-        for n in names:
-            setattr(nn.init, n, lambda tensor, *args, **kwargs: tensor)
-        yield
-    finally:
-        for n, fn in saved.items():
-            setattr(nn.init, n, fn)
 
 
 def _check_shapes(model: nn.Module, mods: dict, part: str, source: str) -> None:
