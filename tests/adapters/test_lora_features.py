@@ -198,3 +198,17 @@ def test_rescaling_an_adapter_in_place_takes_effect():
     half = p.outputs(p.ours)
     assert (half - full).abs().max() > 1e-3
     torch.testing.assert_close(half, p.outputs(p.theirs), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("case", ["gpt2", "unet"])
+def test_skip_init_draws_no_random_numbers_and_loads_the_same_adapter(case):
+    """``skip_init`` (for weights overwritten right away) builds the same layers and keys, without init."""
+    p = build_pair(CASES[case])
+    model = base_model(p.case).eval()
+    rng = torch.get_rng_state()
+    lb.inject_adapter_in_model(lb.LoraConfig(r=4, lora_alpha=8, **p.case.lora), model, skip_init=True)
+    assert torch.equal(torch.get_rng_state(), rng)
+    saved = lb.get_peft_model_state_dict(p.ours)
+    assert sorted(lb.get_peft_model_state_dict(model)) == sorted(k.removeprefix("base_model.model.") for k in saved)
+    lb.set_peft_model_state_dict(model, saved)
+    torch.testing.assert_close(p.outputs(model), p.outputs(p.ours), atol=0, rtol=0)
