@@ -10,12 +10,14 @@ How it reads an image:
 1. background: every pixel of a 2-pixel border ring votes for the nearest palette tone (each
    named colour and its darker "secondary" tone); the winning colour is the background, and a
    border with both tones in its side columns is "striped" (horizontal bands).
-2. foreground: pixels far (in RGB) from both background tones; the largest 4-connected blob is
-   the shape. Too small a blob means "no shape" (shape None).
+2. foreground: pixels far (in RGB) from the background as drawn (its palette tones and the border
+   pixels that voted for it, so an off-palette model background stays background); the largest
+   4-connected blob is the shape. Too small a blob means "no shape" (shape None).
 3. colour: the blob's interior pixels vote for their nearest primary tone.
 4. pattern: the share of interior pixels nearer the colour's secondary tone than its primary
-   one, and how that map correlates with itself along the two diagonals (diagonal stripes keep
-   their value along one diagonal; checks along neither in particular; dots cover little area).
+   one, how often that map flips between neighbours (a pattern flips every few pixels, model shading
+   once) and how it correlates with itself along the two diagonals (diagonal stripes keep their
+   value along one diagonal; checks along neither in particular; dots cover little area).
 5. shape: descriptors of the filled blob (bounding-box fill ratio, aspect, where it is widest,
    how its width changes) go through a nearest-centroid rule whose centroids are measured on
    seeded generator images the first time they are needed.
@@ -77,15 +79,32 @@ def _nearest(pixels: np.ndarray, tones: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def _background(arr: np.ndarray) -> tuple[int, str]:
-    ring = np.concatenate([arr[:2].reshape(-1, 3), arr[-2:].reshape(-1, 3), arr[2:-2, :2].reshape(-1, 3),
-                           arr[2:-2, -2:].reshape(-1, 3)])
-    idx, _ = _nearest(ring, _TONES)
+    idx, _ = _nearest(_ring(arr), _TONES)
     colour = int(np.bincount(idx % len(_NAMES), minlength=len(_NAMES)).argmax())
     sides = np.concatenate([arr[:, :2].reshape(-1, 3), arr[:, -2:].reshape(-1, 3)])
     two = np.stack([_PRIMARY[colour], _SECONDARY[colour]])
     side_idx, _ = _nearest(sides, two)
     share = side_idx.mean()
     return colour, "striped" if 0.2 < share < 0.8 else "plain"
+
+
+def _ring(arr: np.ndarray) -> np.ndarray:
+    return np.concatenate([arr[:2].reshape(-1, 3), arr[-2:].reshape(-1, 3), arr[2:-2, :2].reshape(-1, 3),
+                           arr[2:-2, -2:].reshape(-1, 3)])
+
+
+def _background_samples(arr: np.ndarray, bg: int) -> np.ndarray:
+    """The background's tones as drawn: the palette pair plus the border pixels that voted for it.
+
+    Model output paints a background a little off its palette tone (a "cyan" that leans blue, a
+    gradient across the image); measuring it at the border keeps such a background out of the
+    shape's mask. Border pixels that voted for another colour (a shape touching the edge) are left out.
+    """
+    ring = _ring(arr)
+    idx, _ = _nearest(ring, _TONES)
+    own = ring[idx % len(_NAMES) == bg]
+    own = own[:: max(1, len(own) // 64)]  # 64 samples are plenty and keep the distance map cheap
+    return np.concatenate([np.stack([_PRIMARY[bg], _SECONDARY[bg]]), own])
 
 
 def _neighbour_min(labels: np.ndarray) -> np.ndarray:
@@ -181,8 +200,7 @@ def _foreground(arr: np.ndarray, bg: int) -> np.ndarray:
     swells the shape and rounds its corners; trimming rim pixels that are nearer the background's
     tones than the shape's puts the edge back at the midpoint, where a sharp image has it.
     """
-    bg_tones = np.stack([_PRIMARY[bg], _SECONDARY[bg]])
-    _, bg_dist = _nearest(arr, bg_tones)
+    _, bg_dist = _nearest(arr, _background_samples(arr, bg))
     blob = _largest_blob(bg_dist > _FOREGROUND_DISTANCE)
     if blob.sum() < 8:
         return blob
@@ -206,6 +224,13 @@ def _pattern(arr: np.ndarray, interior: np.ndarray, colour: int) -> str:
     sec = (idx == 1) & interior
     share = sec.sum() / max(1, interior.sum())
     if share < 0.06:
+        return "plain"
+    # A drawn pattern flips tone every few pixels; model shading (a darker side, a soft gradient) flips
+    # once across the shape. Too few flips per pixel, for the share of dark tone, means plain.
+    h = interior[:, 1:] & interior[:, :-1]
+    v = interior[1:] & interior[:-1]
+    flips = ((sec[:, 1:] != sec[:, :-1])[h].mean() + (sec[1:] != sec[:-1])[v].mean()) / 2 if h.any() and v.any() else 0.0
+    if flips < (0.09 if share >= 0.35 else 0.045):
         return "plain"
     # Dots are ~3 px across and vanish under one erosion; checks (6 px) and stripes mostly survive it.
     survival = (_erode(sec | ~interior) & sec).sum() / max(1, sec.sum())  # the outline is no edge of a dot
