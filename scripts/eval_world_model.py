@@ -24,7 +24,13 @@ from diffusers import StableDiffusionPipeline
 from lorabooth.world.checks import check_model_folder
 from lorabooth.world.evaluator import describe
 from lorabooth.world.generator import random_scene, render
-from lorabooth.world.metrics import SubjectSpec, as_generate_fn, evaluate_dreambooth, prompt_adherence_report
+from lorabooth.world.metrics import (
+    SubjectSpec,
+    as_generate_fn,
+    background_adherence,
+    evaluate_dreambooth,
+    prompt_adherence_report,
+)
 
 ATTRS = ("shape", "colour", "pattern", "background", "background_style")
 
@@ -69,6 +75,8 @@ def main() -> None:
         scores[f"prompt_adherence_{name}"] = rep
         print(f"prompt adherence ({name} combos, {kw['n']} samples, {args.steps} steps, cfg {args.guidance}):",
               rep, flush=True)
+    scores["background_adherence"] = background_adherence(gen, n=64, seed=1)
+    print("background adherence (64 samples):", scores["background_adherence"], flush=True)
     test_gen = as_generate_fn(pipe, num_inference_steps=args.test_steps, guidance_scale=args.guidance, batch_size=64)
     rep = prompt_adherence_report(test_gen, n=64, seed=0)
     scores["prompt_adherence_test_settings"] = rep["prompt_adherence"]

@@ -98,6 +98,22 @@ def prompt_adherence_report(pipe_or_fn, n: int = 64, seed: int = 0, held_out: bo
             "samples": [(t[0], a.to_dict()) for t, a in zip(triples, attrs)]}
 
 
+def background_adherence(pipe_or_fn, n: int = 32, seed: int = 0) -> dict:
+    """Share of "a photo of a {colour} {shape} on a {background} background" samples with that background.
+
+    Backgrounds come from the prompt, not from the starting noise, only if the model was trained so
+    (see the noise offset in scripts/train_world_model.py); DreamBooth's composition metric needs it.
+    """
+    rng = np.random.default_rng(seed)
+    names = list(COLOURS)
+    triples = adherence_prompts(n, seed)
+    backgrounds = [str(rng.choice([b for b in names if b != c])) for _, c, _ in triples]
+    prompts = [f"{p} on a {b} background" for (p, _, _), b in zip(triples, backgrounds)]
+    attrs = [describe(im) for im in _generate_fn(pipe_or_fn)(prompts, seed)]
+    hits = [a.background == b for a, b in zip(attrs, backgrounds)]
+    return {"background_adherence": float(np.mean(hits)), "n": n}
+
+
 def prompt_adherence(pipe_or_fn, n: int = 64, seed: int = 0, held_out: bool = False) -> float:
     """Share of "a photo of a {colour} {shape}" samples whose shape and colour both match."""
     return prompt_adherence_report(pipe_or_fn, n, seed, held_out)["prompt_adherence"]
