@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rank", type=int, default=8, help="LoRA rank (alpha = rank) of UNet and text encoder")
     p.add_argument("--lora_target_modules", default=DEMO_UNET_TARGETS,
                    help="UNet modules that get LoRA; a 4M-parameter UNet needs more than the attention projections")
+    p.add_argument("--noise_offset", type=float, default=0.15,
+                   help="the world model's own training noise offset; without it a LoRA cannot move backgrounds")
     p.add_argument("--num_class_images", type=int, default=40, help="class images for prior preservation")
     p.add_argument("--prior_loss_weight", type=float, default=1.0, help="weight of the prior-preservation loss")
     p.add_argument("--no_prior_preservation", action="store_true", help="ablation: train without class images")
@@ -66,7 +68,7 @@ def trainer_flags(opts: argparse.Namespace, subject_info: dict, resolution: int,
         "--checkpointing_steps", str(max(50, opts.max_train_steps // 4)), "--checkpoints_total_limit", "1",
         "--seed", str(opts.seed), "--report_to", "tensorboard", "--num_inference_steps", "20",
         "--validation_prompt", subject_info["instance_prompt"], "--validation_steps", str(opts.max_train_steps),
-        "--num_validation_images", "2", "--resume_from_checkpoint", "latest",
+        "--num_validation_images", "2", "--resume_from_checkpoint", "latest", "--noise_offset", str(opts.noise_offset),
     ]
     if not opts.no_prior_preservation:
         flags += ["--with_prior_preservation", "--class_prompt", subject_info["class_prompt"],
@@ -157,7 +159,7 @@ def run(opts: argparse.Namespace) -> dict:
 
 
 def _report(metrics: dict) -> str:
-    rows = ["subject_fidelity", "pres", "pres_pattern", "div", "class_shape_rate", "composition"]
+    rows = ["subject_fidelity", "pres", "pres_pattern", "pres_background", "div", "class_shape_rate", "composition"]
     lines = [f"{'metric':<18}{'base':>8}{'adapter':>9}"]
     lines += [f"{k:<18}{metrics['base'][k]:>8.3f}{metrics['adapter'][k]:>9.3f}" for k in rows]
     p = metrics["paths"]

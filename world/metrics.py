@@ -10,7 +10,8 @@ the evaluator knows the world:
     0.9...
     >>> subject = SubjectSpec.from_json("assets/demo-subject/subject.json")
     >>> evaluate_dreambooth(pipe, subject, n=32, seed=0)
-    {'subject_fidelity': ..., 'pres': ..., 'pres_pattern': ..., 'div': ..., 'class_shape_rate': ...,
+    {'subject_fidelity': ..., 'pres': ..., 'pres_pattern': ..., 'pres_background': ..., 'div': ...,
+     'class_shape_rate': ...,
      'composition': ..., 'n': 32}
 
 Every function takes either a diffusers pipeline or a `generate(prompts, seed) -> list[PIL.Image]`
@@ -22,7 +23,9 @@ generator seeded with `seed + i`, so scores do not depend on the batch size.
 - subject fidelity: share of "a photo of {identifier} {class}" samples showing the subject's shape,
   colour and pattern.
 - PRES (prior drift, lower is better): share of "a photo of a {class}" samples that show the
-  subject's colour and pattern; `pres_pattern` counts the subject's pattern alone (more sensitive).
+  subject's colour and pattern; `pres_pattern` counts the subject's pattern alone and `pres_background`
+  the subject's background (drift shows there first on this world: the class prompt starts drawing
+  the instance photos' backdrop).
 - DIV: normalized entropy (0..1) of the colours among the class-prompt samples.
 - class_shape_rate: share of class-prompt samples that still show the class's shape.
 - composition: "a photo of {identifier} {class} on a {colour} background" samples that keep the
@@ -191,6 +194,8 @@ def evaluate_dreambooth(pipe_or_fn, subject: SubjectSpec, n: int = 32, seed: int
         "pres": float(np.mean([(a.colour, a.pattern) == (subject.colour, subject.pattern) for a in cls])),
         "pres_pattern": float(np.mean([a.pattern == subject.pattern for a in cls])) if subject.pattern != "plain"
         else float("nan"),
+        # drift shows first in the background: the class prompt starts drawing the instance photos' backdrop
+        "pres_background": float(np.mean([a.background == subject.background for a in cls])),
         "div": normalized_entropy([a.colour for a in cls], len(COLOURS)),
         "class_shape_rate": float(np.mean([a.shape == subject.shape for a in cls])),
         "composition": float(np.mean(comp_ok)),

@@ -87,3 +87,12 @@ def test_subject_json_round_trip_and_errors(tmp_path):
     bad.write_text('{"class_word": "star"}')
     with pytest.raises(ValueError, match="subject.json"):
         SubjectSpec.from_json(bad)
+
+
+def test_pres_background_counts_class_samples_on_the_subjects_backdrop():
+    def on(background):
+        return lambda prompts, seed: [render(Scene("star", "red", background=background)) for _ in prompts]
+
+    assert SUBJECT.background == "white"
+    assert evaluate_dreambooth(on("white"), SUBJECT, n=4)["pres_background"] == 1.0
+    assert evaluate_dreambooth(on("blue"), SUBJECT, n=4)["pres_background"] == 0.0
