@@ -159,7 +159,7 @@ def run(opts: argparse.Namespace) -> dict:
 
 
 def _report(metrics: dict) -> str:
-    rows = ["subject_fidelity", "pres", "pres_pattern", "pres_background", "div", "class_shape_rate", "composition"]
+    rows = ["subject_fidelity", "subject_background", "pres", "pres_pattern", "pres_background", "div", "class_shape_rate", "composition"]
     lines = [f"{'metric':<18}{'base':>8}{'adapter':>9}"]
     lines += [f"{k:<18}{metrics['base'][k]:>8.3f}{metrics['adapter'][k]:>9.3f}" for k in rows]
     p = metrics["paths"]

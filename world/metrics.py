@@ -22,6 +22,7 @@ generator seeded with `seed + i`, so scores do not depend on the batch size.
   pre-training (or the held-out ones); a sample counts when shape and colour both match.
 - subject fidelity: share of "a photo of {identifier} {class}" samples showing the subject's shape,
   colour and pattern.
+- subject_background: share of those samples on the instance photos' background (partial fidelity).
 - PRES (prior drift, lower is better): share of "a photo of a {class}" samples that show the
   subject's colour and pattern; `pres_pattern` counts the subject's pattern alone and `pres_background`
   the subject's background (drift shows there first on this world: the class prompt starts drawing
@@ -191,6 +192,8 @@ def evaluate_dreambooth(pipe_or_fn, subject: SubjectSpec, n: int = 32, seed: int
                for i, a in enumerate(comp)]
     return {
         "subject_fidelity": float(np.mean([subject.shows_subject(a) for a in inst])),
+        # partial fidelity: the instance photos' backdrop, the first thing a LoRA binds to the identifier
+        "subject_background": float(np.mean([a.background == subject.background for a in inst])),
         "pres": float(np.mean([(a.colour, a.pattern) == (subject.colour, subject.pattern) for a in cls])),
         "pres_pattern": float(np.mean([a.pattern == subject.pattern for a in cls])) if subject.pattern != "plain"
         else float("nan"),

@@ -89,10 +89,11 @@ def test_subject_json_round_trip_and_errors(tmp_path):
         SubjectSpec.from_json(bad)
 
 
-def test_pres_background_counts_class_samples_on_the_subjects_backdrop():
+def test_background_metrics_count_samples_on_the_subjects_backdrop():
     def on(background):
         return lambda prompts, seed: [render(Scene("star", "red", background=background)) for _ in prompts]
 
     assert SUBJECT.background == "white"
-    assert evaluate_dreambooth(on("white"), SUBJECT, n=4)["pres_background"] == 1.0
-    assert evaluate_dreambooth(on("blue"), SUBJECT, n=4)["pres_background"] == 0.0
+    white, blue = (evaluate_dreambooth(on(bg), SUBJECT, n=4) for bg in ("white", "blue"))
+    assert white["pres_background"] == white["subject_background"] == 1.0
+    assert blue["pres_background"] == blue["subject_background"] == 0.0
