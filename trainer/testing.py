@@ -14,21 +14,15 @@ import json
 from pathlib import Path
 
 import torch
+from lorabooth.world.tokenizer import bytes_to_unicode
 
 # Words the tests' prompts use; each becomes a single token through a chain of merges.
 TINY_WORDS = ("a", "photo", "of", "sks", "dog", "cat", "red", "blue", "on", "the", "beach")
 
 
 def _byte_symbols() -> list[str]:
-    """CLIP's reversible byte -> printable character table (the order is what matters)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    printable += list(range(ord("®"), ord("ÿ") + 1))
-    table = {b: chr(b) for b in printable}
-    extra = 0
-    for b in range(256):
-        if b not in table:
-            table[b] = chr(256 + extra)
-            extra += 1
+    """CLIP's reversible byte -> printable character table, in byte order (shared with the world's tokenizer)."""
+    table = bytes_to_unicode()
     return [table[b] for b in range(256)]
 
 

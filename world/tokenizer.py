@@ -40,7 +40,7 @@ def world_words() -> list[str]:
     return list(seen)
 
 
-def _bytes_to_unicode() -> dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
     """CLIP/GPT-2's reversible byte -> printable-character table."""
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
     printable += list(range(ord("®"), ord("ÿ") + 1))
@@ -66,7 +66,7 @@ def _apply_merges(parts: list[str], ranks: dict[tuple[str, str], int]) -> list[s
 
 def build_vocab_and_merges() -> tuple[dict[str, int], list[str]]:
     """The vocabulary (token -> id) and the ordered merge rules."""
-    symbols = list(_bytes_to_unicode().values())
+    symbols = list(bytes_to_unicode().values())
     vocab: dict[str, int] = {}
     for s in symbols:
         vocab.setdefault(s, len(vocab))
