@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
+from lorabooth.adapters.serialization import atomic_write_text
 from lorabooth.world.checks import check_model_folder
 from lorabooth.world.evaluator import describe
 from lorabooth.world.generator import random_scene, render
@@ -88,11 +87,7 @@ def main() -> None:
     scores["settings"] = {"num_inference_steps": args.steps, "guidance_scale": args.guidance,
                           "scheduler": type(pipe.scheduler).__name__}
     scores["eval_minutes"] = round((time.time() - t0) / 60, 1)
-    fd, tmp = tempfile.mkstemp(dir=model, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(scores, f, indent=2, default=float)
-        f.write("\n")
-    os.replace(tmp, Path(model) / "scores.json")
+    atomic_write_text(Path(model) / "scores.json", json.dumps(scores, indent=2, default=float) + "\n")
     print(f"wrote {Path(model) / 'scores.json'}")
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 from pathlib import Path
 
+from lorabooth.adapters.serialization import atomic_write_text
 from lorabooth.world.generator import Scene, subject_views
 
 SUBJECT = Scene("star", "purple", pattern="checkered", background="white")
@@ -41,11 +41,7 @@ def main() -> None:
                        "background": SUBJECT.background},
         "made_by": f"scripts/make_demo_subject.py --n {args.n} --seed {args.seed}",
     }
-    fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(meta, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, out / "subject.json")
+    atomic_write_text(out / "subject.json", json.dumps(meta, indent=2) + "\n")
     print(f"wrote {args.n} images and subject.json to {out}")
 
 

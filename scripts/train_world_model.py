@@ -44,6 +44,7 @@ from diffusers import (
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
+from lorabooth.adapters.serialization import atomic_write, atomic_write_text
 from lorabooth.world.generator import pretraining_caption, pretraining_dataset, random_scene, render
 from lorabooth.world.tokenizer import build_tokenizer
 from safetensors.torch import load_file, save_file
@@ -77,16 +78,20 @@ def log(msg: str) -> None:
 
 
 def save_json(path: Path, obj: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2))
+
+
+def save_array(path: Path, array: np.ndarray) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:  # a file object: np.save would append ".npy" to a bare temp name
+            np.save(fh, array)
+
+    atomic_write(path, write)
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
+    flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(flat, tmp))
 
 
 def step_generator(seed: int, step: int, device: str = "cpu") -> torch.Generator:
@@ -104,9 +109,7 @@ def make_dataset(work: Path, n: int, seed: int) -> tuple[np.ndarray, list[dict]]
     for i, (img, scene) in enumerate(pretraining_dataset(n, seed=seed)):
         images[i] = np.asarray(img)
         scenes.append(scene.to_dict())
-    tmp = work / "images.tmp.npy"
-    np.save(tmp, images)
-    os.replace(tmp, images_path)
+    save_array(images_path, images)
     save_json(scenes_path, scenes)  # type: ignore[arg-type]
     log(f"dataset: {n} images in {time.time() - t0:.0f}s")
     return images, scenes
@@ -120,9 +123,7 @@ def make_codec_extras(work: Path, n: int, seed: int) -> np.ndarray:
         return np.load(path)
     rng = np.random.default_rng(seed + 7)
     extras = np.stack([np.asarray(render(random_scene(rng))) for _ in range(n)])
-    tmp = work / "codec_extras.tmp.npy"
-    np.save(tmp, extras)
-    os.replace(tmp, path)
+    save_array(path, extras)
     return extras
 
 
@@ -269,9 +270,8 @@ def save_unet_checkpoint(work: Path, step: int, unet, te, ema_unet, ema_te, opt)
     tensors |= {f"ema_unet.{k}": v for k, v in ema_unet.state_dict().items()}
     tensors |= {f"ema_text_encoder.{k}": v for k, v in ema_te.state_dict().items()}
     save_tensors(paths["models"], tensors)
-    tmp = paths["optim"].with_suffix(".tmp")
-    torch.save(opt.state_dict(), tmp)
-    os.replace(tmp, paths["optim"])
+    state = opt.state_dict()
+    atomic_write(paths["optim"], lambda tmp: torch.save(state, tmp))
     save_json(paths["state"], {"step": step})  # written last: a checkpoint counts only when this exists
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from .generator import BACKGROUND_STYLES, COLOURS, PATTERNS, SHAPES, SIZES
@@ -90,14 +89,9 @@ def build_vocab_and_merges() -> tuple[dict[str, int], list[str]]:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from lorabooth.adapters.serialization import atomic_write_text  # torch: only needed when writing files
+
+    atomic_write_text(path, text)
 
 
 def write_tokenizer_files(out_dir: str | os.PathLike) -> Path:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..layers import is_conv1d
 from .lora_file import LoraFile
 from .peft_format import peft_config_dict
 from .safeio import FormatError
@@ -69,12 +70,13 @@ def _check_shapes(model: nn.Module, mods: dict, part: str, source: str) -> None:
     """LoRA factors must fit their base layers; checked before anything is injected."""
     bad = []
     for path, mod in mods.items():
-        weight = getattr(model.get_submodule(path), "weight", None)
+        base = model.get_submodule(path)
+        weight = getattr(base, "weight", None)
         if weight is None or weight.dim() not in (2, 4):
-            bad.append(f"{part}.{path}: a {type(model.get_submodule(path)).__name__} cannot carry a LoRA")
+            bad.append(f"{part}.{path}: a {type(base).__name__} cannot carry a LoRA")
             continue
         out_f, in_f = weight.shape[0], weight.shape[1]
-        if type(model.get_submodule(path)).__name__ == "Conv1D":
+        if is_conv1d(base):  # transformers' Conv1D stores (in, out)
             in_f, out_f = out_f, in_f
         want_down = (mod.rank, in_f, *weight.shape[2:])
         want_up = (out_f, mod.rank, *((1, 1) if weight.dim() == 4 else ()))
