@@ -1,4 +1,4 @@
-"""Less common paths: bf16 mixed precision, caches, v-prediction, Min-SNR, noise offset, class images."""
+"""Less common paths: fp16/bf16 mixed precision, 8-bit Adam, caches, v-prediction, Min-SNR, noise offset, class images."""
 
 from __future__ import annotations
 

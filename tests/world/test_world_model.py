@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
-from lorabooth.world.metrics import background_adherence, prompt_adherence_report
+from lorabooth.world.metrics import as_generate_fn, background_adherence, prompt_adherence_report
 
 MODEL = Path(__file__).resolve().parents[2] / "assets" / "world-model"
 SCORES = json.loads((MODEL / "scores.json").read_text()) if (MODEL / "scores.json").exists() else {}
@@ -45,20 +45,21 @@ def test_generates_64px_images_that_depend_on_the_prompt(pipe):
     assert np.abs(imgs[0] - imgs[1]).mean() > 0.05  # same noise, different prompt -> a different image
 
 
-@pytest.mark.slow
-def test_prompt_adherence_over_64_samples(pipe):
+@pytest.fixture(scope="module")
+def generate(pipe):
+    """The sampler at the settings scores.json recorded for the tests (scores do not depend on batch size)."""
     settings = SCORES.get("test_settings", {"num_inference_steps": 15, "guidance_scale": 5.0})
-    from lorabooth.world.metrics import as_generate_fn
+    return as_generate_fn(pipe, batch_size=64, **settings)
 
-    rep = prompt_adherence_report(as_generate_fn(pipe, batch_size=64, **settings), n=64, seed=0)
+
+@pytest.mark.slow
+def test_prompt_adherence_over_64_samples(generate):
+    rep = prompt_adherence_report(generate, n=64, seed=0)
     assert rep["prompt_adherence"] >= ADHERENCE_LOWER_BOUND, rep
 
 
 @pytest.mark.slow
-def test_backgrounds_follow_the_prompt_not_the_noise(pipe):
+def test_backgrounds_follow_the_prompt_not_the_noise(generate):
     # 0.09 (chance) before the noise offset, when the starting noise decided the background
-    settings = SCORES.get("test_settings", {"num_inference_steps": 15, "guidance_scale": 5.0})
-    from lorabooth.world.metrics import as_generate_fn
-
-    rep = background_adherence(as_generate_fn(pipe, batch_size=32, **settings), n=32, seed=0)
+    rep = background_adherence(generate, n=32, seed=0)
     assert rep["background_adherence"] >= BACKGROUND_LOWER_BOUND, rep
