@@ -309,6 +309,20 @@ def init_from_export(folder: Path, unet, te, ema_unet, ema_te) -> int:
     return step
 
 
+def unet_lr(step: int, warm_from: int, args) -> float:
+    """Warmup, a constant plateau, then a cosine decay to 5% over the last --decay_fraction of the steps.
+
+    The decay is what turns a noisy plateau into a sharp model: the EMA alone averages the noise of a
+    constant learning rate but cannot remove it (warmup-stable-decay, as in Hu et al. 2024's MiniCPM).
+    """
+    lr = args.lr * min(1.0, (step - warm_from + 1) / args.warmup_steps)
+    decay_start = args.unet_steps * (1.0 - args.decay_fraction)
+    if args.decay_fraction > 0 and step >= decay_start:
+        progress = min(1.0, (step - decay_start) / (args.unet_steps - decay_start))
+        lr *= 0.05 + 0.475 * (1 + math.cos(math.pi * progress))
+    return lr
+
+
 def train_unet(work: Path, latents: torch.Tensor, scenes: list[dict], tokenizer, args, device: str):
     from lorabooth.world.generator import Scene
 
@@ -340,7 +354,7 @@ def train_unet(work: Path, latents: torch.Tensor, scenes: list[dict], tokenizer,
         if time.time() - t0 > args.unet_max_minutes * 60:
             log(f"unet: time limit {args.unet_max_minutes} min reached at step {step}")
             break
-        lr = args.lr * min(1.0, (step - warm_from + 1) / args.warmup_steps)
+        lr = unet_lr(step, warm_from, args)
         for group in opt.param_groups:
             group["lr"] = lr
         g = step_generator(args.seed + 3, step)
@@ -418,18 +432,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work_dir", default="runs/world")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n_images", type=int, default=20000)
-    p.add_argument("--vae_steps", type=int, default=1500)
-    p.add_argument("--vae_max_minutes", type=float, default=12)
+    p.add_argument("--vae_steps", type=int, default=1200)
+    p.add_argument("--vae_max_minutes", type=float, default=15)
     p.add_argument("--vae_batch_size", type=int, default=32)
-    p.add_argument("--vae_lr", type=float, default=1e-3)
+    p.add_argument("--vae_lr", type=float, default=2e-3)
     p.add_argument("--vae_kl_weight", type=float, default=1e-4)
-    p.add_argument("--unet_steps", type=int, default=12000)
-    p.add_argument("--unet_max_minutes", type=float, default=85)
+    p.add_argument("--unet_steps", type=int, default=6000)
+    p.add_argument("--unet_max_minutes", type=float, default=115)
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--lr", type=float, default=8e-4)
     p.add_argument("--warmup_steps", type=int, default=200)
+    p.add_argument("--decay_fraction", type=float, default=0.3,
+                   help="share of --unet_steps at the end over which the learning rate decays to 5%% (0: constant)")
     p.add_argument("--ema_decay", type=float, default=0.998)
-    p.add_argument("--noise_offset", type=float, default=0.0,
+    p.add_argument("--noise_offset", type=float, default=0.15,
                    help="std of a per-channel constant added to the UNet's noise, so backgrounds follow the prompt")
     p.add_argument("--checkpoint_minutes", type=float, default=5)
     p.add_argument("--threads", type=int, default=2)
@@ -440,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
                         "checkpoint: its VAE, EMA UNet and text encoder, and the step in training_state.json")
     p.add_argument("--polish_decoder_only", action="store_true",
                    help="only polish the VAE decoder (can run beside the UNet stage in a second process)")
-    p.add_argument("--polish_steps", type=int, default=3000)
+    p.add_argument("--polish_steps", type=int, default=800)
     p.add_argument("--polish_max_minutes", type=float, default=30)
     p.add_argument("--polish_lr", type=float, default=1e-3)
     args = p.parse_args(argv)
