@@ -428,27 +428,27 @@ def export(out: Path, vae, ema_unet, ema_te, tokenizer, meta: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="assets/world-model")
-    p.add_argument("--work_dir", default="runs/world")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n_images", type=int, default=20000)
-    p.add_argument("--vae_steps", type=int, default=1200)
-    p.add_argument("--vae_max_minutes", type=float, default=15)
-    p.add_argument("--vae_batch_size", type=int, default=32)
-    p.add_argument("--vae_lr", type=float, default=2e-3)
-    p.add_argument("--vae_kl_weight", type=float, default=1e-4)
-    p.add_argument("--unet_steps", type=int, default=6000)
-    p.add_argument("--unet_max_minutes", type=float, default=115)
-    p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=8e-4)
-    p.add_argument("--warmup_steps", type=int, default=200)
+    p.add_argument("--out", default="assets/world-model", help="exported diffusers folder (model card and scores there are kept)")
+    p.add_argument("--work_dir", default="runs/world", help="dataset, VAE, latents and UNet checkpoints; reuse it with --resume")
+    p.add_argument("--seed", type=int, default=0, help="seeds the dataset, initialisation and every batch")
+    p.add_argument("--n_images", type=int, default=20000, help="pre-training scenes rendered in stage 1")
+    p.add_argument("--vae_steps", type=int, default=1200, help="VAE optimizer steps (stage 2)")
+    p.add_argument("--vae_max_minutes", type=float, default=15, help="stop the VAE stage after this many minutes")
+    p.add_argument("--vae_batch_size", type=int, default=32, help="images per VAE step")
+    p.add_argument("--vae_lr", type=float, default=2e-3, help="VAE AdamW learning rate")
+    p.add_argument("--vae_kl_weight", type=float, default=1e-4, help="weight of the KL term against the MSE")
+    p.add_argument("--unet_steps", type=int, default=6000, help="UNet + text encoder optimizer steps (stage 4)")
+    p.add_argument("--unet_max_minutes", type=float, default=115, help="stop the UNet stage after this many minutes (per sitting)")
+    p.add_argument("--batch_size", type=int, default=64, help="latents per UNet step")
+    p.add_argument("--lr", type=float, default=8e-4, help="peak AdamW learning rate of the UNet and text encoder")
+    p.add_argument("--warmup_steps", type=int, default=200, help="linear learning-rate warmup steps")
     p.add_argument("--decay_fraction", type=float, default=0.3,
                    help="share of --unet_steps at the end over which the learning rate decays to 5%% (0: constant)")
-    p.add_argument("--ema_decay", type=float, default=0.998)
+    p.add_argument("--ema_decay", type=float, default=0.998, help="EMA decay of the exported UNet and text encoder")
     p.add_argument("--noise_offset", type=float, default=0.15,
                    help="std of a per-channel constant added to the UNet's noise, so backgrounds follow the prompt")
-    p.add_argument("--checkpoint_minutes", type=float, default=5)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--checkpoint_minutes", type=float, default=5, help="minutes between UNet checkpoints")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --work_dir")
     p.add_argument("--export_only", action="store_true", help="export the latest UNet checkpoint and stop")
     p.add_argument("--init_from", default=None,
@@ -456,9 +456,9 @@ def main(argv: list[str] | None = None) -> int:
                         "checkpoint: its VAE, EMA UNet and text encoder, and the step in training_state.json")
     p.add_argument("--polish_decoder_only", action="store_true",
                    help="only polish the VAE decoder (can run beside the UNet stage in a second process)")
-    p.add_argument("--polish_steps", type=int, default=800)
-    p.add_argument("--polish_max_minutes", type=float, default=30)
-    p.add_argument("--polish_lr", type=float, default=1e-3)
+    p.add_argument("--polish_steps", type=int, default=800, help="decoder-polish steps on cached latents after the UNet (0: skip)")
+    p.add_argument("--polish_max_minutes", type=float, default=30, help="stop the decoder polish after this many minutes")
+    p.add_argument("--polish_lr", type=float, default=1e-3, help="decoder-polish learning rate")
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -499,6 +499,10 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"unet_steps_done": step, "vae_decoder_polished": (work / "vae_polished" / "config.json").exists(), "unet_steps_planned": args.unet_steps, "seed": args.seed,
             "n_images": args.n_images, "batch_size": args.batch_size, "device": device,
             "this_run_minutes": round((time.time() - t_start) / 60, 1)}
+    if args.export_only:  # no training happened here: keep the minutes of the run that trained it
+        previous = out / "training_state.json"
+        if previous.is_file():
+            meta["this_run_minutes"] = json.loads(previous.read_text()).get("this_run_minutes")
     export(out, vae, ema_unet, ema_te, tokenizer, meta)
     return 0
 
