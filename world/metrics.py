@@ -31,6 +31,8 @@ generator seeded with `seed + i`, so scores do not depend on the batch size.
 - class_shape_rate: share of class-prompt samples that still show the class's shape.
 - composition: "a photo of {identifier} {class} on a {colour} background" samples that keep the
   subject and show the asked background colour.
+- evaluator accuracy: share of attributes read right on held-out generator images, as drawn or after
+  a round-trip through a model's VAE (the sharpest its decoder can show).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ import numpy as np
 from PIL import Image
 
 from .evaluator import Attributes, describe
-from .generator import COLOURS, HELD_OUT_COMBOS, PATTERNS, SHAPES
+from .generator import COLOURS, HELD_OUT_COMBOS, PATTERNS, SHAPES, random_scene, render
 
 GenerateFn = Callable[[Sequence[str], int], list[Image.Image]]
 
@@ -204,3 +206,37 @@ def evaluate_dreambooth(pipe_or_fn, subject: SubjectSpec, n: int = 32, seed: int
         "composition": float(np.mean(comp_ok)),
         "n": n,
     }
+
+
+ATTRIBUTES = ("shape", "colour", "pattern", "background", "background_style")
+
+
+def vae_round_trip(vae, images: Sequence[Image.Image], batch_size: int = 100) -> list[Image.Image]:
+    """Encode and decode 64x64 images with a diffusers AutoencoderKL (latent means, no sampling)."""
+    import torch  # only callers with a VAE pay for it
+
+    out: list[Image.Image] = []
+    for i in range(0, len(images), batch_size):
+        x = np.stack([np.asarray(im.convert("RGB"), np.float32) / 127.5 - 1 for im in images[i : i + batch_size]])
+        with torch.inference_mode():
+            sample = torch.from_numpy(x).permute(0, 3, 1, 2).to(vae.device, vae.dtype)
+            y = vae.decode(vae.encode(sample).latent_dist.mean).sample.float().cpu()
+        y = ((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        out += [Image.fromarray(a) for a in y]
+    return out
+
+
+def evaluator_accuracy(n: int, seed: int, vae=None, allow_patterns: bool = True) -> dict[str, float]:
+    """Per-attribute share read right on `n` held-out generator scenes (`seed`), optionally after a
+    `vae` round-trip; `all_attributes` is their mean and `shape_and_colour` what adherence needs.
+    `allow_patterns=False` keeps to plain fills, what the base model's prompts ask for."""
+    rng = np.random.default_rng(seed)
+    scenes = [random_scene(rng, allow_patterns=allow_patterns) for _ in range(n)]
+    images = [render(s) for s in scenes]
+    if vae is not None:
+        images = vae_round_trip(vae, images)
+    got = [describe(im) for im in images]
+    acc = {k: float(np.mean([getattr(g, k) == getattr(s, k) for g, s in zip(got, scenes)])) for k in ATTRIBUTES}
+    acc["all_attributes"] = float(np.mean(list(acc.values())))
+    acc["shape_and_colour"] = float(np.mean([(g.shape, g.colour) == (s.shape, s.colour) for g, s in zip(got, scenes)]))
+    return acc
