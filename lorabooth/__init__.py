@@ -7,17 +7,23 @@ Subpackages: ``lorabooth.adapters`` (the adapter core), ``lorabooth.trainer`` (D
 __version__ = "0.1.0"
 
 
-def _hide_torchvision_advice() -> None:
-    """Drop transformers' "install torchvision" notice for CLIP's image processor.
+# (logger, words of the notice): advice that would break or stall an offline CPU install.
+_HIDDEN_ADVICE = (
+    # transformers, when diffusers touches CLIP's image processor: "install torchvision". lorabooth never
+    # uses torchvision, and PyPI's build beside the CPU torch wheel breaks every diffusers import.
+    ("transformers.utils.import_utils", "requires torchvision (not installed)"),
+    # bitsandbytes on AVX512-bf16 CPUs: "pip install kernels", which fetches a 4-bit kernel from the
+    # hub at import. lorabooth uses bitsandbytes only for 8-bit Adam on a GPU.
+    ("bitsandbytes.backends.cpu.ops", "gemm_4bit_forward from kernels-community"),
+)
 
-    lorabooth never uses torchvision, and following that advice beside a CPU torch wheel installs a
-    torchvision built for another torch, which then breaks every diffusers/transformers import.
-    """
+
+def _hide_install_advice() -> None:
+    """Drop exactly the notices in `_HIDDEN_ADVICE`; every other warning of those loggers still shows."""
     import logging
 
-    logging.getLogger("transformers.utils.import_utils").addFilter(
-        lambda record: "requires torchvision (not installed)" not in record.getMessage()
-    )
+    for logger, words in _HIDDEN_ADVICE:
+        logging.getLogger(logger).addFilter(lambda record, words=words: words not in record.getMessage())
 
 
-_hide_torchvision_advice()
+_hide_install_advice()
