@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subject", default=str(DEFAULT_SUBJECT), help="instance images + subject.json")
     p.add_argument("--output_dir", default=None,
                    help="where everything is written (default outputs/demo, or outputs/demo-no-prior for the ablation)")
-    p.add_argument("--max_train_steps", type=int, default=400, help="optimiser steps")
+    p.add_argument("--max_train_steps", type=int, default=800,
+                   help="optimiser steps (400 bind the subject only weakly under prior preservation)")
     p.add_argument("--learning_rate", type=float, default=1e-3, help="LoRA learning rate")
     p.add_argument("--rank", type=int, default=8, help="LoRA rank (alpha = rank) of UNet and text encoder")
     p.add_argument("--lora_target_modules", default=DEMO_UNET_TARGETS,
@@ -77,28 +78,28 @@ def trainer_flags(opts: argparse.Namespace, subject_info: dict, resolution: int,
     return flags
 
 
-def _label(image, text: str):
-    from PIL import Image, ImageDraw
-
-    strip = Image.new("RGB", (image.width, 14), "white")
-    ImageDraw.Draw(strip).text((2, 1), text, fill="black")
-    out = Image.new("RGB", (image.width, image.height + 14), "white")
-    out.paste(strip, (0, 0))
-    out.paste(image, (0, 14))
-    return out
+CELL = 128  # pixels per sample in the grid (64x64 samples, upscaled without smoothing)
+HEADER = 18  # height of the prompt row
+ROW_LABEL = 64  # width of the "base" / "adapter" column
 
 
 def sample_grid(base_gen, tuned_gen, prompts: list[str], seed: int, per_prompt: int = 2):
-    """Rows: base, adapter. Columns: each prompt, ``per_prompt`` seeds each (same seeds in both rows)."""
-    from lorabooth.trainer.validation import image_grid
+    """Before/after grid: a header with each prompt over its ``per_prompt`` samples, then one row per
+    model ("base", "adapter") with the same seeds, so each column differs only by the adapter."""
+    from PIL import Image, ImageDraw
 
-    cells = []
-    for name, gen in (("base", base_gen), ("adapter", tuned_gen)):
+    width = ROW_LABEL + CELL * per_prompt * len(prompts)
+    grid = Image.new("RGB", (width, HEADER + 2 * CELL), "white")
+    draw = ImageDraw.Draw(grid)
+    for k, prompt in enumerate(prompts):
+        draw.text((ROW_LABEL + k * CELL * per_prompt + 4, 3), f'"{prompt}"', fill="black")
+    for row, (name, gen) in enumerate((("base", base_gen), ("adapter", tuned_gen))):
+        top = HEADER + row * CELL
+        draw.text((6, top + CELL // 2 - 6), name, fill="black")
         for k, prompt in enumerate(prompts):
-            images = gen([prompt] * per_prompt, seed + 1000 * k)
-            cells += [_label(img.resize((128, 128), 0), f"{name}: {prompt.replace('a photo of ', '')}"[:24])
-                      for img in images]
-    return image_grid(cells, rows=2, cols=len(prompts) * per_prompt)
+            for j, img in enumerate(gen([prompt] * per_prompt, seed + 1000 * k)):
+                grid.paste(img.resize((CELL, CELL), Image.NEAREST), (ROW_LABEL + (k * per_prompt + j) * CELL, top))
+    return grid
 
 
 def run(opts: argparse.Namespace) -> dict:
