@@ -43,17 +43,6 @@ def save_png(image, path: Path) -> Path:
     return path
 
 
-def image_grid(images: list, rows: int, cols: int):
-    """Paste equally sized PIL images into a rows x cols grid."""
-    from PIL import Image
-
-    w, h = images[0].size
-    grid = Image.new("RGB", (cols * w, rows * h), "white")
-    for i, img in enumerate(images):
-        grid.paste(img, ((i % cols) * w, (i // cols) * h))
-    return grid
-
-
 def log_images(accelerator, images: list, step: int, tag: str = "validation") -> None:
     """Send images to the TensorBoard tracker, if one is active."""
     for tracker in accelerator.trackers:

@@ -45,10 +45,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from .evaluator import Attributes, describe
 from .generator import COLOURS, HELD_OUT_COMBOS, PATTERNS, SHAPES, random_scene, render
+from .shape_classifier import to_tensor
 
 GenerateFn = Callable[[Sequence[str], int], list[Image.Image]]
 
@@ -213,14 +215,11 @@ ATTRIBUTES = ("shape", "colour", "pattern", "background", "background_style")
 
 def vae_round_trip(vae, images: Sequence[Image.Image], batch_size: int = 100) -> list[Image.Image]:
     """Encode and decode 64x64 images with a diffusers AutoencoderKL (latent means, no sampling)."""
-    import torch  # only callers with a VAE pay for it
-
     out: list[Image.Image] = []
     for i in range(0, len(images), batch_size):
-        x = np.stack([np.asarray(im.convert("RGB"), np.float32) / 127.5 - 1 for im in images[i : i + batch_size]])
+        x = to_tensor([np.asarray(im.convert("RGB"), np.float32) for im in images[i : i + batch_size]])
         with torch.inference_mode():
-            sample = torch.from_numpy(x).permute(0, 3, 1, 2).to(vae.device, vae.dtype)
-            y = vae.decode(vae.encode(sample).latent_dist.mean).sample.float().cpu()
+            y = vae.decode(vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mean).sample.float().cpu()
         y = ((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
         out += [Image.fromarray(a) for a in y]
     return out
